@@ -1,0 +1,92 @@
+"""The preprocessed tensor cache: layout, loading and a content fingerprint.
+
+``data/cache/<split>/`` holds, for each split ``train``, ``val`` and ``test``:
+
+- ``images.npy``  N x H x W x 3 uint8 (RGB)
+- ``masks.npy``   N x H x W uint8, 1 = pet (trimap 1 or 3), 0 = background (trimap 2)
+- ``trimaps.npy`` N x H x W uint8, the original values 1/2/3
+- ``names.txt``   one image name per line, in the same order
+
+Arrays are memory-mapped on load, so opening a split costs nothing and
+batches are built by indexing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from petseg.errors import DataError
+from petseg.io import load_npy
+
+SPLITS = ("train", "val", "test")
+ARRAYS = ("images", "masks", "trimaps")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of the cache: aligned arrays and names."""
+
+    directory: Path
+    images: np.ndarray
+    masks: np.ndarray
+    trimaps: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+
+def split_dir(cache_dir: str | Path, split: str) -> Path:
+    return Path(cache_dir) / split
+
+
+def load_split(cache_dir: str | Path, split: str, *, mmap: bool = True) -> Split:
+    """Open one split, checking that its files exist, are whole and agree with each other."""
+    directory = split_dir(cache_dir, split)
+    if not directory.is_dir():
+        raise DataError(f"{directory}: cache split not found; run the preprocess stage (dvc repro preprocess)")
+    images = load_npy(directory / "images.npy", mmap=mmap, dtype=np.uint8, ndim=4)
+    masks = load_npy(directory / "masks.npy", mmap=mmap, dtype=np.uint8, ndim=3)
+    trimaps = load_npy(directory / "trimaps.npy", mmap=mmap, dtype=np.uint8, ndim=3)
+    names_path = directory / "names.txt"
+    try:
+        names = names_path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{names_path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{names_path}: cannot read: {exc}") from None
+
+    n, height, width, channels = images.shape
+    if channels != 3 or height != width:
+        raise DataError(f"{directory / 'images.npy'}: expected N x S x S x 3 images, found shape {images.shape}")
+    for label, array in (("masks.npy", masks), ("trimaps.npy", trimaps)):
+        if array.shape != (n, height, width):
+            raise DataError(
+                f"{directory / label}: shape {array.shape} does not match images.npy {images.shape}; "
+                "the cache is inconsistent, re-run preprocess"
+            )
+    if len(names) != n:
+        raise DataError(f"{names_path}: {len(names)} names for {n} images; the cache is inconsistent, re-run preprocess")
+    return Split(directory, images, masks, trimaps, names)
+
+
+def fingerprint(splits: list[Split] | tuple[Split, ...]) -> str:
+    """A content hash of the given splits (arrays and names), to tell whether a checkpoint's data changed."""
+    digest = hashlib.blake2b(digest_size=16)
+    chunk_rows = 256
+    for split in splits:
+        digest.update(split.directory.name.encode())
+        digest.update("\n".join(split.names).encode())
+        for array in (split.images, split.masks, split.trimaps):
+            digest.update(str(array.shape).encode())
+            for start in range(0, len(array), chunk_rows):
+                digest.update(np.ascontiguousarray(array[start : start + chunk_rows]).data)
+    return digest.hexdigest()
