@@ -22,6 +22,16 @@ from petseg.errors import DataError
 TEMP_MARK = ".tmp-"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; outputs get the usual permissions (0644 under umask 022)
+FILE_MODE = 0o666 & ~_current_umask()
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -47,6 +57,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
     os.close(fd)
     temp = Path(name)
+    os.chmod(temp, FILE_MODE)
     try:
         yield temp
         with open(temp, "rb+") as handle:

@@ -1,0 +1,49 @@
+"""Choosing the compute device and setting it up for speed."""
+
+from __future__ import annotations
+
+import torch
+
+from petseg.errors import ParamsError
+
+
+def resolve_device(name: str = "auto", *, param: str = "train.device") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParamsError(f"{param} = {name!r} but CUDA is not available on this machine; use auto or cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ParamsError(f"{param} = {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ParamsError(f"{param} = {name!r} but Apple MPS is not available on this machine; use auto or cpu")
+    return device
+
+
+def configure_device(device: torch.device, *, deterministic: bool = False) -> None:
+    """Backend switches that make the device fast (TF32 and cuDNN autotuning on CUDA)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA; a disabled context elsewhere (CPU bf16 is slower without AMX)."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels (for timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
