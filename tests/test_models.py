@@ -1,0 +1,162 @@
+"""Every architecture in the registry runs through the same contract (after segmentation_models_pytorch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from petseg.checkpoint import load_model, save_checkpoint
+from petseg.errors import CheckpointError
+from petseg.models import MODELS, ResNet34UNet, UNet, build_model, count_parameters
+from petseg.models.resnet34_unet import ResNet34_Weights
+
+
+class ModelContract:
+    """The checks each registered model must pass. Subclasses name the model and its expectations."""
+
+    name: str
+    small_params: dict  # a cheap configuration for the behavioural checks
+    full_params: dict  # the reference configuration
+    expected_parameters: int  # for full_params, 3 input channels and 1 output
+    size_multiple: int
+    valid_sizes = [(32, 32), (64, 96), (96, 64)]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def model(cls):
+        torch.manual_seed(0)
+        return build_model(cls.name, **cls.small_params)
+
+    def test_registered(self):
+        assert self.name in MODELS
+
+    def test_parameter_count(self):
+        model = build_model(self.name, **self.full_params)
+        assert count_parameters(model) == self.expected_parameters
+
+    @pytest.mark.parametrize("height,width", valid_sizes)
+    def test_forward_returns_logits_of_input_size(self, model, height, width):
+        model.eval()
+        with torch.inference_mode():
+            out = model(torch.rand(2, 3, height, width))
+        assert out.shape == (2, 1, height, width)
+        assert out.dtype == torch.float32
+        assert torch.isfinite(out).all()
+
+    def test_backward_reaches_every_parameter(self, model):
+        model.train()
+        model.zero_grad()
+        out = model(torch.rand(2, 3, 32, 32))
+        torch.nn.functional.binary_cross_entropy_with_logits(out, (torch.rand_like(out) > 0.5).float()).backward()
+        missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+        assert missing == []
+
+    def test_channels_last_gives_the_same_output(self, model):
+        model.eval()
+        x = torch.rand(1, 3, 64, 64)
+        with torch.inference_mode():
+            expected = model(x)
+            model_cl = model.to(memory_format=torch.channels_last)
+            got = model_cl(x.contiguous(memory_format=torch.channels_last))
+            model.to(memory_format=torch.contiguous_format)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+    def test_size_error_says_which_sizes_work(self, model):
+        bad = self.size_multiple + self.size_multiple // 2
+        with pytest.raises(ValueError, match=f"multiples of {self.size_multiple}"):
+            model(torch.rand(1, 3, bad, 64))
+
+    def test_rejects_wrong_channel_count(self, model):
+        with pytest.raises(ValueError, match="N x 3 x H x W"):
+            model(torch.rand(1, 1, 64, 64))
+
+    def test_input_normalisation_is_inside_the_model(self, model):
+        # the model's first layer sees ImageNet-normalised values: a mid-grey [0, 1] image is near zero mean
+        assert hasattr(model, "normalize")
+        grey = torch.full((1, 3, 4, 4), 0.45)
+        assert model.normalize(grey).abs().max() < 0.5
+
+    def test_save_and_load_round_trip(self, model, tmp_path: Path):
+        model.eval()
+        path = tmp_path / "model.pt"
+        save_checkpoint(path, {
+            "model_name": self.name,
+            "model_params": self.small_params,
+            "model": model.state_dict(),
+            "epoch": 1,
+            "image_size": 64,
+        })
+        loaded, checkpoint = load_model(path)
+        assert checkpoint["model_name"] == self.name
+        x = torch.rand(2, 3, 64, 64)
+        with torch.inference_mode():
+            torch.testing.assert_close(loaded(x), model(x))
+
+
+class TestUNet(ModelContract):
+    name = "unet"
+    small_params = {"base_channels": 4}
+    full_params = {"base_channels": 64}
+    expected_parameters = 31_037_633  # the classic UNet: 31.04M
+    size_multiple = 16
+
+    def test_width_scales_with_base_channels(self):
+        small = count_parameters(UNet(base_channels=8))
+        assert 0.9 * (31_037_633 / 64) < small < 1.1 * (31_037_633 / 64)  # params grow with width squared
+
+
+class TestResNet34UNet(ModelContract):
+    name = "resnet34_unet"
+    small_params = {"encoder_weights": None}
+    full_params = {"encoder_weights": None}
+    expected_parameters = 39_033_601  # 21.3M ResNet34 encoder + 14.2M bridge + 3.6M decoder
+    size_multiple = 32
+
+    def test_encoder_is_torchvision_resnet34(self):
+        model = ResNet34UNet()
+        torchvision_resnet = __import__("torchvision").models.resnet34()
+        assert sum(len(block) for block in (model.layer1, model.layer2, model.layer3, model.layer4)) == 3 + 4 + 6 + 3
+        encoder_params = sum(v.numel() for k, v in model.named_parameters() if k.startswith(("stem", "layer")))
+        reference = sum(v.numel() for k, v in torchvision_resnet.named_parameters() if not k.startswith("fc"))
+        assert encoder_params == reference
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch) -> Path:
+    """An empty torch hub cache, so that weight loading reads our file and never the network."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    return checkpoints
+
+
+def test_imagenet_encoder_weights_are_loaded_from_the_torch_hub_cache(torch_home: Path):
+    # a stand-in for the ImageNet file, placed where torchvision looks before it downloads
+    torch.manual_seed(123)
+    reference = __import__("torchvision").models.resnet34()
+    filename = ResNet34_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    torch.save(reference.state_dict(), torch_home / filename)
+    model = build_model("resnet34_unet", encoder_weights="imagenet")
+    torch.testing.assert_close(model.layer4[2].conv2.weight, reference.layer4[2].conv2.weight)
+    torch.testing.assert_close(model.stem[0].weight, reference.conv1.weight)
+
+
+def test_unfetchable_imagenet_weights_are_a_clear_error(torch_home: Path):
+    filename = ResNet34_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    (torch_home / filename).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="ImageNet ResNet34 weights") as info:
+        build_model("resnet34_unet", encoder_weights="imagenet")
+    assert "encoder_weights: null" in str(info.value)
+
+
+def test_build_model_unknown_name_lists_known_models():
+    with pytest.raises(ValueError, match="unet, resnet34_unet"):
+        build_model("segformer")
+
+
+def test_build_model_ignores_training_keys_and_rejects_unknown_options():
+    assert isinstance(build_model("unet", base_channels=4, batch_size=8), UNet)
+    with pytest.raises(ValueError, match="bad options for model 'unet'"):
+        build_model("unet", base_channels=4, depth=5)

@@ -1,0 +1,196 @@
+"""The training loop: it learns, it logs, and it never loses or silently mixes work."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from petseg.checkpoint import load_checkpoint
+from petseg.data.augment import AugmentConfig
+from petseg.data.cache import load_split
+from petseg.distributed import DistContext
+from petseg.errors import CheckpointError
+from petseg.training import TrainConfig, epoch_batches, fit
+from tests.cachemaker import write_cache
+from tests.paramsfile import REPO, write_params
+
+UNET = {"base_channels": 4, "batch_size": 8}
+AUGMENT = AugmentConfig(hflip=0.5, vflip=0.2, brightness=0.2, contrast=0.2, saturation=0.2)
+
+
+def config(**overrides) -> TrainConfig:
+    values = dict(epochs=3, lr=3e-3, weight_decay=1e-4, seed=7, loss="bce+dice", optimizer="adamw",
+                  scheduler="onecycle", augment=AUGMENT, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return write_cache(tmp_path_factory.mktemp("cache"), {"train": 48, "val": 16}, image_size=32)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_learns_well_beyond_predicting_all_pet(tmp_path: Path):
+    cache = write_cache(tmp_path / "cache", {"train": 96, "val": 24}, image_size=32, seed=3)
+    result = fit("unet", {"base_channels": 8, "batch_size": 8}, config(epochs=8), cache, tmp_path / "m", progress=False)
+    masks = load_split(cache, "val").masks.reshape(24, -1).astype(np.float64)
+    all_pet_dice = (2 * masks.sum(1) / (masks.shape[1] + masks.sum(1))).mean()
+    assert result.best_dice > all_pet_dice + 0.25, (result.best_dice, all_pet_dice)
+
+
+def test_checkpoints_hold_the_whole_training_state(cache: Path, tmp_path: Path):
+    result = fit("unet", UNET, config(), cache, tmp_path / "m", tmp_path / "live", progress=False)
+    last = load_checkpoint(tmp_path / "m" / "last.pt")
+    best = load_checkpoint(tmp_path / "m" / "best.pt")
+    for key in ("model", "optimizer", "scheduler", "epoch", "best_dice", "best_epoch", "rng", "params", "history"):
+        assert key in last, key
+    assert last["epoch"] == 3 and len(last["history"]) == 3
+    assert last["params"]["train"]["lr"] == 3e-3 and last["params"]["model"] == UNET
+    assert best["epoch"] == result.best_epoch == last["best_epoch"]
+    assert best["val_dice"] == pytest.approx(max(r["val/dice"] for r in last["history"]))
+    assert last["image_size"] == 32 and last["model_name"] == "unet"
+
+
+def test_dvclive_logs_one_row_per_epoch(cache: Path, tmp_path: Path):
+    fit("unet", UNET, config(), cache, tmp_path / "m", tmp_path / "live", progress=False)
+    for metric in ("train/loss", "train/dice", "val/loss", "val/dice", "lr"):
+        path = tmp_path / "live" / "plots" / "metrics" / f"{metric}.tsv"
+        rows = list(csv.DictReader(path.open(), delimiter="\t"))
+        assert [int(r["step"]) for r in rows] == [0, 1, 2], metric
+    summary = __import__("json").loads((tmp_path / "live" / "metrics.json").read_text())
+    assert set(summary) >= {"train", "val", "lr", "best"}
+
+
+def test_a_finished_run_is_not_repeated(cache: Path, tmp_path: Path):
+    fit("unet", UNET, config(), cache, tmp_path / "m", progress=False)
+    again = fit("unet", UNET, config(), cache, tmp_path / "m", progress=False)
+    assert again.epochs_run == 0 and len(again.history) == 3
+
+
+def test_raising_epochs_continues_a_schedule_free_run_exactly(cache: Path, tmp_path: Path):
+    fit("unet", UNET, config(epochs=2, scheduler="plateau"), cache, tmp_path / "a", tmp_path / "live", progress=False)
+    extended = fit("unet", UNET, config(epochs=4, scheduler="plateau"), cache, tmp_path / "a", tmp_path / "live", progress=False)
+    straight = fit("unet", UNET, config(epochs=4, scheduler="plateau"), cache, tmp_path / "b", progress=False)
+    assert extended.epochs_run == 2
+    assert extended.history == straight.history
+    assert_same_weights(load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "b" / "last.pt")["model"])
+    rows = list(csv.DictReader((tmp_path / "live" / "plots" / "metrics" / "val" / "dice.tsv").open(), delimiter="\t"))
+    assert len(rows) == 4  # logs appended, not restarted
+
+
+def test_raising_epochs_under_onecycle_starts_over_and_says_why(cache: Path, tmp_path: Path, caplog):
+    fit("unet", UNET, config(epochs=2), cache, tmp_path / "a", progress=False)
+    with caplog.at_level(logging.INFO, logger="petseg"):
+        result = fit("unet", UNET, config(epochs=3), cache, tmp_path / "a", progress=False)
+    assert result.epochs_run == 3
+    assert "starting over" in caplog.text and "onecycle" in caplog.text
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"lr": 1e-3}, "train.lr: 0.003 -> 0.001"),
+    ({"augment": AugmentConfig(hflip=0.0)}, "train.augment.hflip"),
+    ({"loss": "dice"}, "train.loss"),
+])
+def test_any_other_param_change_starts_over(cache: Path, tmp_path: Path, caplog, change, expected):
+    fit("unet", UNET, config(epochs=2), cache, tmp_path / "m", progress=False)
+    with caplog.at_level(logging.INFO, logger="petseg"):
+        result = fit("unet", UNET, config(epochs=2, **change), cache, tmp_path / "m", progress=False)
+    assert result.epochs_run == 2
+    assert "starting over" in caplog.text and expected in caplog.text
+
+
+def test_changed_model_width_or_data_starts_over(tmp_path: Path, caplog):
+    cache = write_cache(tmp_path / "cache", {"train": 24, "val": 8}, image_size=32, seed=1)
+    fit("unet", UNET, config(epochs=1), cache, tmp_path / "m", progress=False)
+    with caplog.at_level(logging.INFO, logger="petseg"):
+        fit("unet", {**UNET, "base_channels": 6}, config(epochs=1), cache, tmp_path / "m", progress=False)
+    assert "model.base_channels: 4 -> 6" in caplog.text
+    write_cache(tmp_path / "cache", {"train": 24, "val": 8}, image_size=32, seed=2)  # same shapes, other pixels
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="petseg"):
+        result = fit("unet", {**UNET, "base_channels": 6}, config(epochs=1), cache, tmp_path / "m", progress=False)
+    assert result.epochs_run == 1 and "data_fingerprint" in caplog.text
+
+
+def test_corrupt_last_checkpoint_is_a_clear_error(cache: Path, tmp_path: Path):
+    fit("unet", UNET, config(epochs=1), cache, tmp_path / "m", progress=False)
+    last = tmp_path / "m" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=str(last)):
+        fit("unet", UNET, config(epochs=2), cache, tmp_path / "m", progress=False)
+
+
+@pytest.mark.parametrize("optimizer,scheduler,loss", [
+    ("adam", "none", "bce"), ("adamw", "cosine", "dice"), ("adam", "plateau", "bce+dice"),
+])
+def test_every_optimizer_scheduler_and_loss_trains(cache: Path, tmp_path: Path, optimizer, scheduler, loss):
+    result = fit("unet", UNET, config(epochs=2, optimizer=optimizer, scheduler=scheduler, loss=loss), cache, tmp_path, progress=False)
+    assert len(result.history) == 2 and all(np.isfinite(r["train/loss"]) for r in result.history)
+
+
+def test_resnet34_unet_trains(tmp_path: Path):
+    cache = write_cache(tmp_path / "cache", {"train": 8, "val": 4}, image_size=32)
+    result = fit("resnet34_unet", {"encoder_weights": None, "batch_size": 4}, config(epochs=1), cache, tmp_path / "m", progress=False)
+    assert load_checkpoint(tmp_path / "m" / "best.pt")["model_name"] == "resnet34_unet"
+    assert 0.0 <= result.best_dice <= 1.0
+
+
+def test_epoch_batches_cover_the_shuffle_and_split_it_across_ranks():
+    single = epoch_batches(50, 8, seed=1, epoch=3)
+    assert len(single) == 6 and all(len(b) == 8 for b in single)
+    assert len(set(np.concatenate(single))) == 48
+    assert not np.array_equal(np.concatenate(single), np.concatenate(epoch_batches(50, 8, seed=1, epoch=4)))
+    ranks = [epoch_batches(50, 8, seed=1, epoch=3, context=DistContext(rank=r, world_size=2)) for r in range(2)]
+    for b, (r0, r1) in enumerate(zip(*ranks)):
+        assert sorted(np.concatenate([r0, r1])) == sorted(single[b])
+    assert len(epoch_batches(5, 8, seed=0, epoch=0)[0]) == 5  # fewer images than a batch: one batch of all
+
+
+def _train_command(params: Path, cache: Path, out: Path, live: Path) -> list[str]:
+    return [sys.executable, "stages/train.py", "unet", "--params", str(params), "--cache", str(cache),
+            "--out", str(out), "--live", str(live), "--no-progress"]
+
+
+def test_training_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path):
+    cache = write_cache(tmp_path / "cache", {"train": 96, "val": 16}, image_size=32)
+    params = write_params(tmp_path / "params.yaml", {
+        "train.epochs": 5, "train.device": "cpu", "models.unet.base_channels": 8, "models.unet.batch_size": 8,
+    })
+    subprocess.run(_train_command(params, cache, tmp_path / "a", tmp_path / "live_a"), cwd=REPO, check=True,
+                   capture_output=True)
+
+    killed = subprocess.Popen(_train_command(params, cache, tmp_path / "b", tmp_path / "live_b"), cwd=REPO,
+                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    for line in killed.stderr:
+        if "epoch 2/5" in line:
+            killed.send_signal(signal.SIGKILL)  # during epoch 3, or while writing its checkpoint
+            break
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] in (2, 3)
+
+    resumed = subprocess.run(_train_command(params, cache, tmp_path / "b", tmp_path / "live_b"), cwd=REPO,
+                             check=True, capture_output=True, text=True)
+    assert "resuming from" in resumed.stderr
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert_same_weights(a["model"], b["model"])
+    assert a["history"] == b["history"] and a["best_epoch"] == b["best_epoch"]
+    assert_same_weights(load_checkpoint(tmp_path / "a" / "best.pt")["model"], load_checkpoint(tmp_path / "b" / "best.pt")["model"])
+    for metric in ("train/dice.tsv", "val/loss.tsv"):
+        log_a = (tmp_path / "live_a" / "plots" / "metrics" / metric).read_text()
+        assert log_a == (tmp_path / "live_b" / "plots" / "metrics" / metric).read_text()
+    assert not list((tmp_path / "b").glob(".*tmp*"))  # no temp files left behind
