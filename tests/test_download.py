@@ -34,7 +34,7 @@ class Server:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 server.requests.append(self.path)
                 body = server.files.get(self.path)
                 if body is None:

@@ -83,6 +83,13 @@ class ListEntry:
         return f"{self.name} {self.class_id} {self.species} {self.breed_id}"
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on (what "0 workers = one per core" means)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def image_path(raw_dir: str | Path, name: str) -> Path:
     return Path(raw_dir) / IMAGES_DIR / f"{name}.jpg"
 

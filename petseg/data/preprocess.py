@@ -49,6 +49,7 @@ from petseg.data.layout import (
     image_path,
     read_list,
     trimap_path,
+    usable_cpus,
 )
 from petseg.errors import DataError, ParamsError
 from petseg.io import atomic_path, remove_stale_temps
@@ -418,7 +419,7 @@ def preprocess(
         for row, item in enumerate(names[name]):
             image_file, trimap_file = str(image_path(raw_dir, item)), str(trimap_path(raw_dir, item))
             tasks.append(_Task(len(tasks), name, row, item, image_file, trimap_file, image_size, jpeg_draft))
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cpus()
     chunk = max(1, min(16, len(tasks) // (workers * 8)))
 
     for name in SPLITS:

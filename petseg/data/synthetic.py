@@ -29,7 +29,6 @@ import functools
 import logging
 import math
 import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +48,7 @@ from petseg.data.layout import (
     check_layout,
     image_path,
     trimap_path,
+    usable_cpus,
     write_list,
 )
 
@@ -217,7 +217,7 @@ def _tail(
 
 def _pet_parts(rng: np.random.Generator, species: int, pointy_ears: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Outline polygons and facial-feature polygons of one pet, in local units, facing +x."""
-    j = lambda: rng.uniform(0.8, 1.25)  # noqa: E731 - proportion jitter
+    j = lambda: rng.uniform(0.8, 1.25)  # proportion jitter
     pose = rng.choice(["standing", "sitting", "lying", "face"], p=[0.3, 0.25, 0.2, 0.25])
     parts: list[np.ndarray] = []
     if pose == "standing":
@@ -423,7 +423,7 @@ def generate(
     """
     raw_dir = Path(raw_dir)
     trainval, test, index_of = plan(n_trainval, n_test, seed)
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cpus()
     total = n_trainval + n_test
     with building_dir(raw_dir) as temp:
         (temp / IMAGES_DIR).mkdir()
