@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 
 MODEL_LABELS = {"unet": "UNet", "resnet34_unet": "ResNet34-UNet"}
 MODEL_COLOURS = {"unet": "tab:blue", "resnet34_unet": "tab:red"}
+# UNet drawn wider underneath, so that identical curves (the same lr schedule) both stay visible
+MODEL_STYLES = {
+    "unet": {"linewidth": 3.0, "marker": "o", "markersize": 6},
+    "resnet34_unet": {"linewidth": 1.5, "marker": "s", "markersize": 4},
+}
+LOG_SCALE_RATIO = 100.0  # a positive series spanning more than this factor is drawn on a log axis
 # the stage that writes each model's training logs
 TRAIN_STAGES = {"unet": "train_unet", "resnet34_unet": "train_resnet"}
 FIGSIZE = (8.0, 5.0)
@@ -119,6 +125,11 @@ def _save(fig, path: Path) -> None:
         plt.close(fig)
 
 
+def _wide_positive(values: Sequence[float]) -> bool:
+    finite = [v for v in values if np.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > LOG_SCALE_RATIO
+
+
 def _epoch_axis(axis) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -139,20 +150,25 @@ def plot_train_val(
     """Train (dashed) and validation (solid) curves of ``metric`` for each model, one chart."""
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    values: list[float] = []
     for model, series in logs.items():
         colour, label = MODEL_COLOURS.get(model), MODEL_LABELS.get(model, model)
+        style = MODEL_STYLES.get(model, {})
         train, val = series[f"train/{metric}"], series[f"val/{metric}"]
-        axis.plot(train.epochs, train.values, linestyle="--", color=colour, marker=".", label=f"{label} train")
-        axis.plot(val.epochs, val.values, linestyle="-", color=colour, marker="o", markersize=4,
-                  label=f"{label} validation")
+        axis.plot(train.epochs, train.values, linestyle="--", color=colour, label=f"{label} train", **style)
+        axis.plot(val.epochs, val.values, linestyle="-", color=colour, label=f"{label} validation", **style)
+        values.extend([*train.values, *val.values])
         if metric == "dice" and len(val.values):
             best = int(np.argmax(val.values))
             axis.plot(val.epochs[best], val.values[best], marker="*", markersize=13, color=colour, linestyle="none",
                       label=f"{label} best validation {val.values[best]:.3f} (epoch {val.epochs[best]})")
     _epoch_axis(axis)
-    axis.set_ylabel(ylabel)
     if unit_range:
         axis.set_ylim(0.0, 1.0)
+    elif _wide_positive(values):
+        axis.set_yscale("log")
+        ylabel += " (log scale)"
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -163,13 +179,13 @@ def plot_lr(path: str | Path, logs: dict[str, dict[str, Series]]) -> None:
     """Learning rate per epoch of each model (log scale when all positive)."""
     plt = _pyplot()
     fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
-    positive = True
+    values: list[float] = []
     for model, series in logs.items():
         lr = series["lr"]
-        positive &= bool(np.all(lr.values > 0))
-        axis.plot(lr.epochs, lr.values, color=MODEL_COLOURS.get(model), marker="o", markersize=4,
-                  label=MODEL_LABELS.get(model, model))
-    if positive:
+        values.extend(lr.values)
+        axis.plot(lr.epochs, lr.values, color=MODEL_COLOURS.get(model), label=MODEL_LABELS.get(model, model),
+                  **MODEL_STYLES.get(model, {}))
+    if values and min(values) > 0:
         axis.set_yscale("log")
     _epoch_axis(axis)
     axis.set_ylabel("learning rate (at the start of the epoch)")
