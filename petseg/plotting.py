@@ -1,7 +1,7 @@
 """The plot stage: training curves and test Dice of both models as PNGs that compare them at a glance.
 
 Reads the per-epoch DVCLive logs of training (``dvclive/<model>/plots/metrics/
-<metric>.tsv``, columns ``step`` and the metric, step 0 = epoch 1) and the
+<metric>.tsv``, columns ``step`` and the metric, step = epoch number from 1) and the
 per-image tables of the evaluate stage (``plots/evaluate/<model>.csv``), and
 writes, with UNet in blue and ResNet34-UNet in red:
 
@@ -78,7 +78,7 @@ def read_metric(path: str | Path, stage: str) -> Series:
         ) from None
     if len(rows) == 0:
         raise DataError(f"{path}: no epochs logged; re-run {stage}")
-    return Series(steps + 1, values)
+    return Series(steps, values)
 
 
 def read_per_image_csv(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:

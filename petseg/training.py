@@ -406,6 +406,7 @@ class EpochLog:
 
     def _write(self, record: dict[str, float], history: list[dict[str, float]]) -> None:
         live = self.live
+        live.step = int(record["epoch"])  # the logs' step column is the epoch number, from 1
         for key in ("train/loss", "train/dice", "val/loss", "val/dice", "lr"):
             live.log_metric(key, record[key])
         best = max(history[: history.index(record) + 1], key=lambda r: r["val/dice"])

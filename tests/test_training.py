@@ -70,7 +70,7 @@ def test_dvclive_logs_one_row_per_epoch(cache: Path, tmp_path: Path):
     for metric in ("train/loss", "train/dice", "val/loss", "val/dice", "lr"):
         path = tmp_path / "live" / "plots" / "metrics" / f"{metric}.tsv"
         rows = list(csv.DictReader(path.open(), delimiter="\t"))
-        assert [int(r["step"]) for r in rows] == [0, 1, 2], metric
+        assert [int(r["step"]) for r in rows] == [1, 2, 3], metric  # step = epoch number
     summary = __import__("json").loads((tmp_path / "live" / "metrics.json").read_text())
     assert set(summary) >= {"train", "val", "lr", "best"}
 
