@@ -1,0 +1,174 @@
+"""The whole DVC pipeline, run as a user would, in a temporary copy of the project.
+
+The tests in this module share one project and run in order: a first
+``dvc repro``, a second one that does nothing, an evaluate-only change, the
+params/metrics/plots commands, an experiment and a queued sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.paramsfile import REPO, with_overrides
+
+TINY = {
+    "data.synthetic.n_trainval": 30,
+    "data.synthetic.n_test": 6,
+    "data.image_size": 32,
+    "train.epochs": 2,
+    "models.unet.base_channels": 4,
+    "models.unet.batch_size": 4,
+    "models.resnet34_unet.batch_size": 4,
+    "evaluate.batch_size": 8,
+    "evaluate.n_worst": 2,
+}
+STAGES = ["download", "preprocess", "train_unet", "train_resnet", "evaluate", "infer", "plot"]
+
+
+def run(project: Path, *args: str, timeout: float = 600) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("DVC_NO_ANALYTICS", None)  # the project's own .dvc/config must keep DVC offline
+    result = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=timeout, env=env)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def git(project: Path, *args: str) -> str:
+    return run(project, "git", *args)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A fresh git repository holding the project's files (what a clone has), with tiny params."""
+    root = tmp_path_factory.mktemp("e2e") / "petseg"
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
+    params = with_overrides(yaml.safe_load((root / "params.yaml").read_text()), TINY)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(root, "init", "-q", "-b", "main")
+    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A")
+    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "tiny params")
+    return root
+
+
+def commit(project: Path, message: str) -> None:
+    git(project, "add", "-A")
+    git(project, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", message)
+
+
+def test_repro_runs_every_stage_and_writes_every_output(project: Path):
+    output = run(project, "dvc", "repro")
+    assert sorted(stages_run(output)) == sorted(STAGES)
+    expected = [
+        "data/raw/oxford-iiit-pet/annotations/trainval.txt",
+        "data/cache/report.json",
+        *[f"data/cache/{split}/{name}" for split in ("train", "val", "test")
+          for name in ("images.npy", "masks.npy", "trimaps.npy", "names.txt")],
+        *[f"models/{model}/{which}.pt" for model in ("unet", "resnet34_unet") for which in ("best", "last")],
+        *[f"dvclive/{model}/metrics.json" for model in ("unet", "resnet34_unet")],
+        "dvclive/unet/plots/metrics/val/dice.tsv",
+        "metrics/evaluate.json",
+        "plots/evaluate/unet.csv", "plots/evaluate/resnet34_unet.csv",
+        "plots/evaluate/unet_worst.png", "plots/evaluate/resnet34_unet_worst.png",
+        "plots/dice_curves.png", "plots/loss_curves.png", "plots/lr_curves.png", "plots/dice_histogram.png",
+    ]
+    missing = [path for path in expected if not (project / path).is_file()]
+    assert missing == []
+    test_names = (project / "data/cache/test/names.txt").read_text().split()
+    masks = sorted(p.name for p in (project / "predictions/unet").glob("*_mask.png"))
+    assert masks == sorted(f"{name}_mask.png" for name in test_names)
+    metrics = json.loads((project / "metrics/evaluate.json").read_text())
+    assert set(metrics) == {"unet", "resnet34_unet"} and metrics["unet"]["n_images"] == len(test_names)
+    commit(project, "first run")
+
+
+def test_second_repro_does_nothing(project: Path):
+    output = run(project, "dvc", "repro")
+    assert stages_run(output) == []
+    assert "up to date" in run(project, "dvc", "status")
+
+
+def test_evaluate_param_reruns_only_evaluate_and_what_follows(project: Path):
+    checkpoints = {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*.pt")}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["threshold"] = 0.4
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    diff = run(project, "dvc", "params", "diff")
+    assert re.search(r"evaluate\.threshold\s+0\.5\s+0\.4", diff), diff
+
+    output = run(project, "dvc", "repro")
+    assert sorted(stages_run(output)) == ["evaluate", "plot"]
+    assert {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*.pt")} == checkpoints
+    assert json.loads((project / "metrics/evaluate.json").read_text())["unet"]["threshold"] == 0.4
+    commit(project, "threshold 0.4")
+
+
+def test_metrics_show_lists_both_models_and_diff_compares_commits(project: Path):
+    shown = json.loads(run(project, "dvc", "metrics", "show", "--json"))
+    data = next(iter(shown.values()))["data"]
+    evaluate = data["metrics/evaluate.json"]["data"]
+    for model in ("unet", "resnet34_unet"):
+        assert {"dice_mean", "dice_median", "dice_std", "dice_min", "dice_max", "iou_mean", "dice_pooled",
+                "pixel_accuracy", "n_images"} <= set(evaluate[model])
+    assert "dvclive/unet/metrics.json" in data
+    diff = json.loads(run(project, "dvc", "metrics", "diff", "HEAD~1", "--json"))
+    assert "metrics/evaluate.json" in diff
+
+
+def test_plots_show_and_diff_render_both_models(project: Path):
+    run(project, "dvc", "plots", "show", "-o", "plots_show")
+    page = (project / "plots_show" / "index.html").read_text()
+    for title in ("Validation Dice per epoch, UNet vs ResNet34-UNet", "Train Dice per epoch", "Train and validation loss"):
+        assert title in page
+    assert "<script src=" not in page and "vega-embed" in page  # the offline template of .dvc/config
+    assert "resnet34_unet/plots/metrics/val/dice.tsv" in page and "\"unet/plots/metrics/val/dice.tsv" in page
+    run(project, "dvc", "plots", "diff", "HEAD~1", "-o", "plots_diff")
+    diff_page = (project / "plots_diff" / "index.html").read_text()
+    assert "HEAD~1" in diff_page and "workspace" in diff_page
+    shutil.rmtree(project / "plots_show")
+    shutil.rmtree(project / "plots_diff")
+
+
+def test_experiment_run_with_set_param(project: Path):
+    output = run(project, "dvc", "exp", "run", "-S", "train.lr=3e-4")
+    assert {"train_unet", "train_resnet", "evaluate"} <= set(stages_run(output))
+    assert "download" not in stages_run(output)
+    shown = run(project, "dvc", "exp", "show", "--no-pager", "--csv")
+    assert "0.0003" in shown
+
+
+def test_queued_sweep_runs_and_shows(project: Path):
+    run(project, "dvc", "exp", "run", "--queue", "-S", "train.lr=1e-3,3e-3")
+    run(project, "dvc", "queue", "start")
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(project, "dvc", "queue", "status")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    run(project, "dvc", "queue", "stop", "--kill")
+    assert "Success" in status and "Failed" not in status, status
+    shown = json.loads(run(project, "dvc", "exp", "show", "--json"))
+    text = json.dumps(shown)
+    assert text.count('"lr": 0.001') >= 1 and text.count('"lr": 0.003') >= 1
+    assert '"dice_mean"' in text
