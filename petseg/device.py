@@ -47,3 +47,35 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in glibc's heap instead of returning it to the OS after every step.
+
+    PyTorch on CPU allocates and frees the same large activation buffers every
+    training step; glibc's defaults hand them back to the kernel (mmap/munmap,
+    heap trimming) and fault them in again, zero-filled, on the next step. Raising
+    the mmap and trim thresholds removes that churn (measured by
+    benchmarks/bench_train.py). A no-op where glibc's mallopt is not available.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = bool(mallopt(m_mmap_threshold, 1 << 30)) & bool(mallopt(m_trim_threshold, 1 << 31)) & bool(mallopt(m_top_pad, 1 << 28))
+    _ALLOCATOR_TUNED = ok
+    return ok
