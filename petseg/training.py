@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -461,10 +461,11 @@ def fit(
     context = init_distributed(device.type)
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
-    try:
-        return _fit(model_name, model_section, config, cache_dir, out_dir, live_dir, device, context, progress)
-    finally:
-        shutdown_distributed(context)
+    result = _fit(model_name, model_section, config, cache_dir, out_dir, live_dir, device, context, progress)
+    # after an error the process group ends with the process, once its message is out: the other
+    # ranks' "connection closed" errors then come after the cause
+    shutdown_distributed(context)
+    return result
 
 
 def _fit(
@@ -487,13 +488,21 @@ def _fit(
     train_split, val_split = load_split(cache_dir, "train"), load_split(cache_dir, "val")
     if len(train_split) == 0 or len(val_split) == 0:
         raise DataError(f"{cache_dir}: the train and val splits must not be empty (train {len(train_split)}, val {len(val_split)})")
+    if min(len(train_split), len(val_split)) < context.world_size:
+        raise DataError(f"{cache_dir}: every one of the {context.world_size} processes needs train and val images "
+                        f"(train {len(train_split)}, val {len(val_split)})")
     image_size = train_split.image_size
     signature = run_signature(model_name, model_section, config, image_size, fingerprint([train_split, val_split]))
+    if context.enabled:  # per-rank BatchNorm statistics and augmentation make the process count part of the run
+        signature["world_size"] = context.world_size
 
+    plan: ResumePlan | None = None
     if context.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out_dir)
-    plan = plan_resume(out_dir, signature, config.epochs, config.scheduler)
+        plan = plan_resume(out_dir, signature, config.epochs, config.scheduler)
+    # every rank continues rank 0's checkpoint (its out_dir may be the only one, on another node)
+    plan = cast(ResumePlan, context.broadcast_object(plan))
     if context.is_main:
         log.info("%s: %s", model_name, plan.reason if plan.action != "fresh" or plan.reason == "no checkpoint yet"
                  else f"starting over: {plan.reason}")
@@ -529,8 +538,14 @@ def _fit(
 
     train_model: nn.Module = model
     if context.enabled:
+        # With more than two processes the order in which gradients are summed depends on DDP's
+        # buckets, which DDP regroups after its first step; a resumed run must sum them as the
+        # uninterrupted run did, so find_unused_parameters=True keeps the first buckets for good (the
+        # cost: one graph traversal per step, and a one-time DDP warning that no parameter was unused).
+        # Two processes sum a + b, the same either way.
         train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=context.world_size > 2,
         )
     if config.compile:
         train_model = torch.compile(train_model)
@@ -550,6 +565,7 @@ def _fit(
             augment=config.augment, generator=generator, context=context, progress=bar,
         )
         bar.close()
+        context.broadcast_buffers(model)  # validate the model that rank 0 saves
         val_stats = validate(train_model, val_data, batch_size, loss_fn, context=context)
         if scheduler is not None and not per_batch:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):

@@ -6,18 +6,29 @@
 
 Continues an interrupted run from its last completed epoch when the params and
 the cached data are unchanged; otherwise starts over and says why.
+
+With ``train.nproc_per_node`` = N > 1 the script starts itself again on N
+processes of this machine through torchrun's launcher (``--standalone``) and
+trains with DistributedDataParallel, so the dvc.yaml cmd never changes. Started
+by torchrun itself (for example on several nodes), it trains as one of the
+processes torchrun made and ignores ``train.nproc_per_node``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from petseg.cli import run_stage, stage_params  # noqa: E402
+from petseg.distributed import env_rank, launch_local, under_torchrun  # noqa: E402
 from petseg.params import MODEL_NAMES  # noqa: E402
+
+log = logging.getLogger("petseg")
 
 
 def main() -> None:
@@ -31,17 +42,33 @@ def main() -> None:
     args = parser.parse_args()
 
     params = stage_params(args.params)
+    nproc = params["train"]["nproc_per_node"]
+    if not under_torchrun():
+        if nproc > 1:
+            log.info("train: starting %d processes (train.nproc_per_node) with torchrun", nproc)
+            launch_local(nproc, Path(__file__).resolve(), sys.argv[1:])
+            return
+    elif env_rank() != 0:
+        log.setLevel(logging.WARNING)  # rank 0 reports for all
+    elif int(os.environ.get("LOCAL_WORLD_SIZE", nproc)) != nproc:
+        log.info("train: torchrun started %s processes per node; train.nproc_per_node = %d is not used",
+                 os.environ["LOCAL_WORLD_SIZE"], nproc)
     from petseg.training import TrainConfig, fit
 
-    fit(
-        args.model,
-        params["models"][args.model],
-        TrainConfig.from_params(params["train"]),
-        cache_dir=args.cache,
-        out_dir=args.out or f"models/{args.model}",
-        live_dir=args.live or f"dvclive/{args.model}",
-        progress=not args.no_progress,
-    )
+    try:
+        fit(
+            args.model,
+            params["models"][args.model],
+            TrainConfig.from_params(params["train"]),
+            cache_dir=args.cache,
+            out_dir=args.out or f"models/{args.model}",
+            live_dir=args.live or f"dvclive/{args.model}",
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        if env_rank() != 0:
+            sys.exit(130)  # Ctrl-C reaches every process; rank 0 says it once
+        raise
 
 
 if __name__ == "__main__":
