@@ -387,6 +387,28 @@ def plan_resume(out_dir: Path, signature: dict[str, Any], epochs: int, scheduler
 # ----------------------------------------------------------------------- logging
 
 
+def _open_live(directory: Path):
+    """A DVCLive logger writing to ``directory`` (no report, no dvc.yaml edits, no experiment of its own)."""
+    import dvclive.live
+    from scmrepo.exceptions import SCMError
+
+    def make() -> dvclive.Live:
+        return dvclive.Live(str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=False)
+
+    try:
+        return make()
+    except SCMError:
+        # DVCLive reads HEAD when it finds a git repository, which fails before the
+        # first commit ("Empty git repo"); log without its git/DVC integration then.
+        log.warning("the git repository has no commit yet: DVCLive logs without git integration")
+        find_repo = dvclive.live.get_dvc_repo
+        dvclive.live.get_dvc_repo = lambda: None
+        try:
+            return make()
+        finally:
+            dvclive.live.get_dvc_repo = find_repo
+
+
 class EpochLog:
     """Per-epoch metrics through DVCLive (one directory per model), rebuilt from the checkpoint history.
 
@@ -398,9 +420,7 @@ class EpochLog:
         self.live = None
         if directory is None:
             return
-        from dvclive import Live
-
-        self.live = Live(str(directory), resume=False, report=None, save_dvc_exp=False, dvcyaml=False)
+        self.live = _open_live(directory)
         for record in history:
             self._write(record, history)
 

@@ -194,3 +194,11 @@ def test_training_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp
         log_a = (tmp_path / "live_a" / "plots" / "metrics" / metric).read_text()
         assert log_a == (tmp_path / "live_b" / "plots" / "metrics" / metric).read_text()
     assert not list((tmp_path / "b").glob(".*tmp*"))  # no temp files left behind
+
+
+def test_logs_are_written_in_a_git_repository_without_commits(cache: Path, tmp_path: Path, monkeypatch):
+    # a fresh `git init` + `dvc repro` before the first commit: DVCLive alone would fail on HEAD
+    subprocess.run(["git", "init", "-q", str(tmp_path / "repo")], check=True)
+    monkeypatch.chdir(tmp_path / "repo")
+    fit("unet", UNET, config(epochs=1), cache, "models/unet", "dvclive/unet", progress=False)
+    assert (tmp_path / "repo" / "dvclive/unet/plots/metrics/val/dice.tsv").read_text().startswith("step\tdice\n1\t")
