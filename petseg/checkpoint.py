@@ -5,13 +5,22 @@ holds the state_dict; ``model_name`` and ``model_params`` rebuild the
 architecture through the registry, so a checkpoint is all inference needs.
 Training checkpoints also hold the optimizer, scheduler, epoch, best score,
 per-epoch history, RNG states, the params used and a fingerprint of the data.
+
+Reading checks, before anything is built from the file: that it is a whole
+zip archive (CRC of every member, so a truncated or bit-flipped file is named
+as such), that it unpickles with ``weights_only=True`` (pickled code is refused,
+never run), that it holds the keys and types of a petseg checkpoint, and that its
+tensors have exactly the shapes of the architecture it names (compared on the
+meta device, so bogus model options cannot allocate anything).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +28,15 @@ from typing import Any
 
 import torch
 
-from petseg.errors import CheckpointError
-from petseg.io import atomic_path
+from petseg.errors import CheckpointError, PetsegError
+from petseg.io import atomic_path, write_error
 from petseg.models import SegmentationModel, build_model
 
 FORMAT = "petseg-checkpoint/1"
 REQUIRED_KEYS = ("format", "model_name", "model_params", "model", "epoch", "image_size")
+UNREADABLE = "not a readable checkpoint (corrupt or truncated?)"
+# how torch's weights_only unpickler names a refused object: "Unsupported global: GLOBAL posix.system ..."
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any], *, also: Sequence[str | Path] = ()) -> None:
@@ -35,7 +47,10 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any], *, also: Seque
     """
     checkpoint = {"format": FORMAT, **checkpoint}
     with atomic_path(path) as temp:
-        torch.save(checkpoint, temp)
+        try:
+            torch.save(checkpoint, temp)
+        except RuntimeError as exc:  # torch reports a failed write (disk full, file size limit) this way
+            raise write_error(path, exc) from None
         for other in also:
             with atomic_path(other) as other_temp:
                 other_temp.unlink()
@@ -45,21 +60,30 @@ def save_checkpoint(path: str | Path, checkpoint: dict[str, Any], *, also: Seque
                     shutil.copyfile(temp, other_temp)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely; a missing, corrupt, truncated or unsafe file is a CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _refused_global(exc: BaseException) -> str | None:
+    """The pickled callable or class that weights_only refused (e.g. ``posix.system``), or None for a damaged stream."""
+    match = _GLOBAL.search(str(exc))
+    return match.group(1) if match else None
+
+
+def _check_archive(path: Path) -> None:
+    """A torch zip checkpoint must be a whole zip file whose members all match their CRC."""
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain values "
-            f"(weights_only=True): {first_line}"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, IndexError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {exc}") from None
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(f"{path}: {UNREADABLE}: {_first_line(exc)}") from None
+    if damaged is not None:
+        member = damaged.split("/", 1)[-1]  # torch stores members under a folder named after the file
+        raise CheckpointError(f"{path}: corrupt checkpoint: its {member} does not match its checksum (damaged file)")
+
+
+def _check_structure(path: Path, checkpoint: Any) -> None:
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path}: not a petseg checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
@@ -67,7 +91,78 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a petseg checkpoint (missing {', '.join(missing)})")
     if checkpoint["format"] != FORMAT:
         raise CheckpointError(f"{path}: unsupported checkpoint format {checkpoint['format']!r} (expected {FORMAT})")
+    problems = []
+    if not isinstance(checkpoint["model_name"], str):
+        problems.append(f"model_name = {checkpoint['model_name']!r} is not a string")
+    params = checkpoint["model_params"]
+    if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
+        problems.append("model_params is not a mapping of option names")
+    weights = checkpoint["model"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
+    ):
+        problems.append("model is not a state_dict (names -> tensors)")
+    for key, low in (("epoch", 0), ("image_size", 1)):
+        value = checkpoint[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(f"{key} = {value!r} (expected an integer >= {low})")
+    if problems:
+        raise CheckpointError(f"{path}: not a valid petseg checkpoint: {'; '.join(problems)}")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely; a missing, corrupt, truncated or unsafe file is a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        what = "checkpoint not found" if not path.exists() else "not a file"
+        raise CheckpointError(f"{path}: {what}")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if size == 0:
+        raise CheckpointError(f"{path}: empty checkpoint file (0 bytes)")
+    if zipfile.is_zipfile(path):
+        _check_archive(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on an unusual pickle protocol: the error says enough
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_global(exc)
+        if refused is None:
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (corrupt, truncated, or not a PyTorch tensors-only file)"
+            ) from None
+        raise CheckpointError(
+            f"{path}: refused to load: it holds pickled objects other than tensors and plain values "
+            f"({refused}); weights_only=True never runs them"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere inside torch's reader
+        raise CheckpointError(f"{path}: {UNREADABLE}: {_first_line(exc)}") from None
+    _check_structure(path, checkpoint)
     return checkpoint
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "x".join(str(n) for n in tensor.shape) or "scalar"
+
+
+def _fit_problems(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> list[str]:
+    """How a state_dict differs from the model's: missing and unexpected names, shape mismatches (a few each)."""
+    problems = []
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    mismatched = [
+        f"{key} {_shape(found[key])} (model {_shape(expected[key])})"
+        for key in expected
+        if key in found and tuple(found[key].shape) != tuple(expected[key].shape)
+    ]
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched)):
+        if items:
+            shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+            problems.append(f"{len(items)} tensor(s) {label} ({shown})")
+    return problems
 
 
 def model_from_checkpoint(
@@ -76,19 +171,27 @@ def model_from_checkpoint(
     """Rebuild the model a checkpoint was trained as, with its weights loaded.
 
     Pretrained-encoder options are dropped when rebuilding: the checkpoint's own
-    weights replace them, so nothing is fetched from the network.
+    weights replace them, so nothing is fetched from the network. The weights'
+    names and shapes are checked against the architecture on the meta device
+    first, so a checkpoint that does not fit allocates nothing.
     """
+    name = checkpoint["model_name"]
     params = dict(checkpoint["model_params"])
     if "encoder_weights" in params:
         params["encoder_weights"] = None
     try:
-        model = build_model(checkpoint["model_name"], **params)
-    except ValueError as exc:
-        raise CheckpointError(f"{source}: cannot rebuild its model: {exc}") from None
+        with torch.device("meta"):
+            skeleton = build_model(name, **params)
+    except (PetsegError, ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: cannot rebuild its {name} model: {_first_line(exc)}") from None
+    problems = _fit_problems(skeleton.state_dict(), checkpoint["model"])
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the {name} model {params}: {'; '.join(problems)}")
+    model = build_model(name, **params)
     try:
         model.load_state_dict(checkpoint["model"])
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{source}: weights do not fit the {checkpoint['model_name']} model: {exc}") from None
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
+        raise CheckpointError(f"{source}: weights do not fit the {name} model: {_first_line(exc)}") from None
     return model
 
 

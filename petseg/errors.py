@@ -26,3 +26,7 @@ class DataError(PetsegError):
 
 class CheckpointError(PetsegError):
     """A checkpoint is missing, corrupt, unsafe or does not fit the model."""
+
+
+class OutputError(PetsegError):
+    """An output cannot be written (disk full, over quota, no permission); the previous file is kept."""

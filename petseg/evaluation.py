@@ -37,7 +37,7 @@ from petseg.checkpoint import load_model
 from petseg.data.cache import Split, load_split
 from petseg.device import resolve_device
 from petseg.errors import CheckpointError, DataError
-from petseg.io import atomic_path, load_json, write_json, write_text
+from petseg.io import atomic_path, load_json, remove_stale_temps, write_json, write_text
 from petseg.metrics import TN, TP, dice_from_counts, iou_from_counts, pixel_counts, probability_mask
 from petseg.params import MODEL_NAMES
 
@@ -358,6 +358,8 @@ def evaluate_models(
         name: evaluate_checkpoint(path, split, config, torch_device, expected_model=name) for name, path in paths.items()
     }
     plots_dir = Path(plots_dir)
+    for directory in (plots_dir, Path(metrics_path).parent):
+        remove_stale_temps(directory)  # left by a run that was killed mid-write
     sections: dict[str, dict[str, Any]] = {}
     for name, evaluation in evaluations.items():
         write_per_image_csv(plots_dir / f"{name}.csv", evaluation.names, evaluation.dice, evaluation.iou)

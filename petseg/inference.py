@@ -16,7 +16,9 @@ size and only then thresholded. Any mode Pillow reads is converted to 8-bit RGB
 Files that cannot be used are skipped with a one-line message and the run goes
 on: non-images, empty files, truncated or corrupt images (truncated JPEGs are
 never silently completed), images beyond Pillow's decompression-bomb limit
-(``Image.MAX_IMAGE_PIXELS``) and macOS ``._*`` files. A run that finds no
+(``Image.MAX_IMAGE_PIXELS``), macOS ``._*`` files, unreadable files, folders
+named like images, broken or looping symbolic links, pipes and devices. Other
+subfolders are not searched (one note names them). A run that finds no
 readable image at all is an error: nothing is written and the exit code says so.
 
 Output names are derived from the input file name: the stem with anything but
@@ -25,13 +27,16 @@ leading dot, at most 100 characters), so every output stays directly inside the
 output folder. Inputs whose stems coincide (``a.jpg`` and ``a.png``, or names
 that differ only in case or in replaced characters) all get their extension
 appended (``a_jpg``, ``a_png``); any remaining clash gets ``_2``, ``_3``, ...
-in sorted input order.
+in sorted input order. Outputs are renamed into place, so a symbolic link
+planted at an output name is replaced, never written through.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import logging
+import os
 import re
 import sys
 import warnings
@@ -49,7 +54,7 @@ from petseg.checkpoint import load_model
 from petseg.device import resolve_device
 from petseg.errors import CheckpointError, DataError
 from petseg.evaluation import TRAIN_STAGES
-from petseg.io import atomic_path
+from petseg.io import atomic_path, remove_stale_temps
 from petseg.metrics import dice_from_counts, pixel_counts
 from petseg.params import MODEL_NAMES
 
@@ -155,16 +160,38 @@ def raw_test_images(raw_dir: str | Path) -> list[Path]:
     return [raw_dir / IMAGES_DIR / f"{name}.jpg" for name in read_test_names(raw_dir)]
 
 
+def _image_suffixes() -> frozenset[str]:
+    Image.init()
+    return frozenset(Image.registered_extensions())
+
+
 def folder_images(input_dir: str | Path) -> list[Path]:
-    """Every entry of ``input_dir`` that is not a folder, sorted by name (subfolders are not searched)."""
+    """The files of ``input_dir``, sorted by name; subfolders are not searched.
+
+    A folder named like an image (``photo.jpg/``) is listed too, so that it is
+    reported as skipped; other subfolders are named in one note.
+    """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         problem = "input folder not found" if not input_dir.exists() else "not a folder"
         raise DataError(f"{input_dir}: {problem}")
+    suffixes = _image_suffixes()
+    inputs, subfolders = [], []
     try:
-        return sorted((entry for entry in input_dir.iterdir() if not entry.is_dir()), key=lambda p: p.name)
+        for entry in input_dir.iterdir():
+            if not entry.is_dir():
+                inputs.append(entry)
+            elif entry.suffix.lower() in suffixes:
+                inputs.append(entry)
+            else:
+                subfolders.append(entry.name)
     except OSError as exc:
-        raise DataError(f"{input_dir}: cannot list the input folder: {exc}") from None
+        raise DataError(f"{input_dir}: cannot list the input folder: {exc.strerror or exc}") from None
+    if subfolders:
+        names = ", ".join(shown(Path(name)) for name in sorted(subfolders)[:5])
+        more = ", ..." if len(subfolders) > 5 else ""
+        log.info("note: %d subfolder(s) of %s not searched: %s%s", len(subfolders), input_dir, names, more)
+    return sorted(inputs, key=lambda p: p.name)
 
 
 def default_trimaps_dir(input_dir: str | Path) -> Path | None:
@@ -238,6 +265,24 @@ def orientation_transpose(image: Image.Image) -> Image.Transpose | None:
     return ORIENTATION_TRANSPOSE.get(orientation) if isinstance(orientation, int) else None
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is not a regular file: missing, a broken or looping symlink, a folder, a device or pipe."""
+    if path.is_symlink():
+        try:
+            path.stat()
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "a symbolic link loop"
+            if exc.errno == errno.ENOENT:
+                return f"a broken symbolic link (its target {shown(Path(os.readlink(path)))} does not exist)"
+            return f"a symbolic link that cannot be followed ({exc.strerror or exc})"
+    if not path.exists():
+        return "missing"
+    if path.is_dir():
+        return "a folder, not an image file (subfolders are not searched)"
+    return "not a regular file (a device, pipe or socket)"
+
+
 def load_image(path: Path) -> tuple[Image.Image, tuple[int, int], Image.Transpose | None]:
     """Decode one input: (RGB image as displayed, stored size, the orientation transpose applied).
 
@@ -247,7 +292,7 @@ def load_image(path: Path) -> tuple[Image.Image, tuple[int, int], Image.Transpos
         raise SkipImage("macOS metadata file", "'._*' files hold resource forks, not images")
     try:
         if not path.is_file():
-            raise SkipImage("not a file", "missing" if not path.exists() else "not a regular file")
+            raise SkipImage("not a file", _not_a_file(path))
         size = path.stat().st_size
     except OSError as exc:
         raise SkipImage("unreadable", exc.strerror or str(exc)) from None
@@ -388,12 +433,9 @@ def make_panel(
 
 
 def save_png(path: Path, image: Image.Image) -> None:
-    """Write a PNG atomically; a write failure (disk full, no permission) is a DataError naming the file."""
-    try:
-        with atomic_path(path) as temp:
-            image.save(temp, format="PNG")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    """Write a PNG atomically; a write failure (disk full, no permission) is an OutputError naming the file."""
+    with atomic_path(path) as temp:
+        image.save(temp, format="PNG")
 
 
 def shown(path: Path) -> str:
@@ -478,6 +520,7 @@ def infer_images(
         model = model.to(memory_format=torch.channels_last)
     size = int(state["image_size"])
     names = output_names(list(inputs))
+    remove_stale_temps(output_dir)  # left by a run that was killed mid-write
     result = InferenceResult(output_dir)
     pending: list[_Item] = []
 

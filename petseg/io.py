@@ -3,13 +3,20 @@
 Every output goes to a temporary file beside its destination and is renamed
 into place only once complete and flushed to disk, so a kill, a crash or a full
 disk at any moment leaves either the old file or the new one, never half of one.
+A write that fails (disk full, over quota, no permission) is an
+:class:`~petseg.errors.OutputError` naming the file. Temporary names carry the
+writer's process id, so the clean-up of files left by a killed run never
+touches those of a writer that is still running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +24,13 @@ from typing import IO, Any
 
 import numpy as np
 
-from petseg.errors import DataError
+from petseg.errors import DataError, OutputError
 
 TEMP_MARK = ".tmp-"
+# the writer's pid follows TEMP_MARK: .<name>.tmp-<pid>-<random> (or .<name>.tmp-<pid>)
+_TEMP_PID = re.compile(re.escape(TEMP_MARK) + r"(\d+)(?:-|$)")
+NPY_MAGIC = b"\x93NUMPY"
+LOW_SPACE_BYTES = 100 << 20  # below this much free space, a failed write mentions it
 
 
 def _current_umask() -> int:
@@ -45,27 +56,85 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def temp_prefix(name: str) -> str:
+    """The prefix of this process's temporary names for ``name``: ``.<name>.tmp-<pid>-``."""
+    return f".{name}{TEMP_MARK}{os.getpid()}-"
+
+
+def _process_exists(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def left_by_dead_process(path: str | Path) -> bool:
+    """Whether a temporary file or folder was left by a writer that no longer runs.
+
+    The writer's pid is part of the name; a name without one (an older
+    format) counts as left behind. This process's own temporaries never do.
+    """
+    match = _TEMP_PID.search(Path(path).name)
+    if match is None:
+        return TEMP_MARK in Path(path).name
+    pid = int(match.group(1))
+    return pid != os.getpid() and not _process_exists(pid)
+
+
+def write_error(path: str | Path, exc: BaseException) -> OutputError:
+    """An OutputError for a failed write of ``path``: why, the free space when low, and that nothing was replaced."""
+    path = Path(path)
+    if isinstance(exc, OSError) and exc.strerror:
+        reason = exc.strerror
+        if exc.errno == errno.EFBIG:
+            reason += " (above this process's file size limit, see ulimit -f)"
+    else:
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        reason = f"the write failed (disk full, or a file size limit?): {detail}"
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(directory).free
+        if free < LOW_SPACE_BYTES:
+            reason += f"; only {free / 1e6:.1f} MB free on its file system"
+    return OutputError(f"{path}: cannot write: {reason}; nothing was replaced, any previous version is intact")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place when the block succeeds.
 
     The caller writes the temporary file completely (any library, any format);
-    on an exception it is removed and ``path`` is left untouched.
+    on an exception it is removed and ``path`` is left untouched. An OSError
+    raised while writing (disk full, no permission) becomes an OutputError naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=temp_prefix(path.name), dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     os.close(fd)
     temp = Path(name)
-    os.chmod(temp, FILE_MODE)
     try:
+        os.chmod(temp, FILE_MODE)
         yield temp
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             temp.unlink()
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
     _fsync_dir(path.parent)
 
@@ -96,12 +165,13 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def remove_stale_temps(directory: str | Path) -> None:
-    """Delete temporary files left in ``directory`` by a process that was killed mid-write."""
+    """Delete temporary files left in ``directory`` by processes killed mid-write (not those of live writers)."""
     directory = Path(directory)
     if directory.is_dir():
         for leftover in directory.glob(f".*{TEMP_MARK}*"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+            if left_by_dead_process(leftover) and not leftover.is_dir():
+                with contextlib.suppress(OSError):
+                    leftover.unlink()
 
 
 def load_json(path: str | Path) -> Any:
@@ -125,11 +195,20 @@ def load_npy(
     """Open a .npy array (memory-mapped by default), checking it is whole and of the expected kind."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if magic != NPY_MAGIC:
+        what = "empty (0 bytes)" if not magic else "not a .npy array (no NumPy header: corrupt or truncated?)"
+        raise DataError(f"{path}: {what}")
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a valid .npy array (corrupt or truncated?): {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged header can fail deep inside NumPy's parser, any way
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a valid .npy array (corrupt or truncated?): {detail}") from None
     if dtype is not None and array.dtype != np.dtype(dtype):
         raise DataError(f"{path}: expected dtype {np.dtype(dtype)}, found {array.dtype}")
     if ndim is not None and array.ndim != ndim:

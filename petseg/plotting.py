@@ -17,6 +17,7 @@ an error naming the file and the stage that writes it.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from petseg.errors import DataError
-from petseg.io import atomic_path
+from petseg.io import atomic_path, remove_stale_temps
 from petseg.params import MODEL_NAMES
 
 log = logging.getLogger(__name__)
@@ -58,17 +59,27 @@ def metric_path(live_root: str | Path, model: str, metric: str) -> Path:
     return Path(live_root) / model / "plots" / "metrics" / f"{metric}.tsv"
 
 
+def _read_table(path: Path, delimiter: str, stage: str, what: str) -> list[dict[str, str]]:
+    """Rows of a CSV/TSV ``what`` written by ``stage``; it must end in a newline (else it was cut short)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; the {stage} stage writes it (dvc repro {stage})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read {what}: {exc}") from None
+    if text and not text.endswith("\n"):
+        raise DataError(f"{path}: truncated {what} (its last line is incomplete); re-run {stage}")
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot read {what}: {exc}") from None
+
+
 def read_metric(path: str | Path, stage: str) -> Series:
     """Read one DVCLive TSV (``step``, value column); errors name the file and the stage that writes it."""
     path = Path(path)
     column = path.stem
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; the {stage} stage writes it (dvc repro {stage})") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+    rows = _read_table(path, "\t", stage, "the metric log")
     try:
         steps = np.array([int(row["step"]) for row in rows], dtype=np.int64)
         values = np.array([float(row[column]) for row in rows], dtype=np.float64)
@@ -78,19 +89,15 @@ def read_metric(path: str | Path, stage: str) -> Series:
         ) from None
     if len(rows) == 0:
         raise DataError(f"{path}: no epochs logged; re-run {stage}")
+    if np.any(np.diff(steps) <= 0):
+        raise DataError(f"{path}: epochs not in increasing order (logs of two runs mixed?); re-run {stage}")
     return Series(steps, values)
 
 
 def read_per_image_csv(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Read an evaluate per-image table: names, Dice and IoU; a bad file is a DataError naming it."""
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; the evaluate stage writes it (dvc repro evaluate)") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: cannot read the per-image table: {exc}") from None
+    rows = _read_table(path, ",", "evaluate", "the per-image table")
     try:
         names = [row["name"] for row in rows]
         dice = np.array([float(row["dice"]) for row in rows], dtype=np.float64)
@@ -101,6 +108,9 @@ def read_per_image_csv(path: str | Path) -> tuple[list[str], np.ndarray, np.ndar
         ) from None
     if len(rows) == 0:
         raise DataError(f"{path}: the per-image table is empty; re-run evaluate")
+    for label, scores in (("dice", dice), ("iou", iou)):
+        if not np.all((scores >= 0.0) & (scores <= 1.0)):  # also false for NaN
+            raise DataError(f"{path}: {label} values outside [0, 1]; re-run evaluate")
     return names, dice, iou
 
 
@@ -232,6 +242,7 @@ def plot_all(
         logs[model] = {metric: read_metric(metric_path(live_root, model, metric), stage) for metric in metrics}
         scores[model] = read_per_image_csv(Path(evaluate_dir) / f"{model}.csv")[1]
     out_dir = Path(out_dir)
+    remove_stale_temps(out_dir)  # left by a run that was killed mid-write
     paths = [out_dir / name for name in OUTPUTS]
     plot_train_val(paths[0], logs, "dice", "Dice (per image, mean)",
                    "Dice per epoch: train (dashed) and validation (solid)", unit_range=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from petseg.errors import DataError
-from petseg.io import TEMP_MARK
+from petseg.io import TEMP_MARK, left_by_dead_process, temp_prefix
 
 IMAGES_DIR = "images"
 ANNOTATIONS_DIR = "annotations"
@@ -175,7 +175,7 @@ def building_dir(final_dir: str | Path) -> Iterator[Path]:
     final_dir = Path(final_dir)
     final_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_dirs(final_dir)
-    temp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}{TEMP_MARK}", dir=final_dir.parent))
+    temp = Path(tempfile.mkdtemp(prefix=temp_prefix(final_dir.name), dir=final_dir.parent))
     try:
         yield temp
     except BaseException:
@@ -188,7 +188,7 @@ def replace_dir(new_dir: Path, final_dir: Path) -> None:
     """Put the finished ``new_dir`` at ``final_dir``, moving any old folder aside first."""
     old = None
     if final_dir.exists() or final_dir.is_symlink():
-        old = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}{TEMP_MARK}old-", dir=final_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=f"{temp_prefix(final_dir.name)}old-", dir=final_dir.parent))
         os.replace(final_dir, old / final_dir.name)
     os.replace(new_dir, final_dir)
     if old is not None:
@@ -196,9 +196,9 @@ def replace_dir(new_dir: Path, final_dir: Path) -> None:
 
 
 def remove_stale_dirs(final_dir: str | Path) -> None:
-    """Delete temporary folders left beside ``final_dir`` by a build that was killed."""
+    """Delete temporary folders left beside ``final_dir`` by a build that was killed (not by one still running)."""
     final_dir = Path(final_dir)
     if final_dir.parent.is_dir():
         for leftover in final_dir.parent.glob(f".{final_dir.name}{TEMP_MARK}*"):
-            if leftover.is_dir():
+            if leftover.is_dir() and left_by_dead_process(leftover):
                 shutil.rmtree(leftover, ignore_errors=True)

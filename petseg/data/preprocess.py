@@ -52,7 +52,7 @@ from petseg.data.layout import (
     usable_cpus,
 )
 from petseg.errors import DataError, ParamsError
-from petseg.io import atomic_path, remove_stale_temps
+from petseg.io import atomic_path, remove_stale_temps, write_error
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +345,15 @@ def _results(tasks: list[_Task], targets: _Targets, workers: int, chunk: int) ->
 # --------------------------------------------------------------------- the stage
 
 
+@contextlib.contextmanager
+def _cache_writes(cache_dir: Path) -> Iterator[None]:
+    """Turn an OSError while the cache is being filled (disk full, quota) into an OutputError naming the cache."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(cache_dir, exc) from None
+
+
 @dataclass
 class PreprocessResult:
     """What a preprocess run produced (the same facts as report.json)."""
@@ -442,6 +451,8 @@ def preprocess(
                 for array, row_shape in (("images", (*side, 3)), ("masks", side), ("trimaps", side))
             ]
         targets = {name: tuple(rows.target for rows in arrays[name]) for name in SPLITS}
+        # innermost: a failed write while filling the arrays (disk full) names the cache, not one array
+        stack.enter_context(_cache_writes(cache_dir))
 
         bar = stack.enter_context(
             tqdm(total=len(tasks), desc="preprocess", unit="img", disable=not progress, leave=False)
