@@ -49,7 +49,7 @@ from petseg.data import layout  # noqa: E402
 from petseg.data.augment import AugmentConfig  # noqa: E402
 from petseg.data.cache import load_split  # noqa: E402
 from petseg.data.preprocess import preprocess  # noqa: E402
-from petseg.device import autocast, configure_device, resolve_device, synchronize, tune_cpu_allocator  # noqa: E402
+from petseg.device import autocast, configure_device, resolve_device, synchronize  # noqa: E402
 from petseg.evaluation import EvaluateConfig, evaluate_checkpoint  # noqa: E402
 from petseg.inference import infer_images  # noqa: E402
 from petseg.losses import get_loss  # noqa: E402
@@ -187,7 +187,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds (a smoke run, not a measurement)")
     parser.add_argument("--output", default=str(RESULTS), help="where to write the JSON results")
     args = parser.parse_args()
-    tune_cpu_allocator()
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     quick = args.quick
     results: dict[str, Any] = {}
@@ -198,8 +197,8 @@ def main() -> None:
             print(f"{key}: {results[key]:g}", flush=True)
 
     started = time.perf_counter()
-    report(bench_preprocess.measure(n_images=64 if quick else 400, repeats=1 if quick else 2))
-    raw = bench_preprocess.build_raw(WORK_DIR, 800)
+    report(bench_preprocess.measure(n_images=64 if quick else 800, repeats=1 if quick else 3))
+    raw = bench_preprocess.build_raw(WORK_DIR, 128 if quick else 1600)
     for name, params in (("unet", {"base_channels": 16}), ("resnet34_unet", {"encoder_weights": None})):
         figures = measure_train_efficiency(name, params, image_size=64, batch_size=16, n_images=64 if quick else 256,
                                            rounds=2 if quick else 6, device_name=args.device)

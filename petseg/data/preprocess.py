@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import io
 import json
 import logging
 import multiprocessing
 import os
 import shutil
+import stat
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -232,14 +234,14 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
 
 def _file_problem(path: Path, what: str, shown: str) -> str | None:
     try:
-        size = path.stat().st_size
+        status = os.stat(path)
     except FileNotFoundError:
         return f"{what} file missing: {shown}"
     except OSError as exc:
         return f"{what} file unreadable: {shown}: {exc.strerror or exc}"
-    if not path.is_file():
+    if not stat.S_ISREG(status.st_mode):
         return f"{what} is not a file: {shown}"
-    if size == 0:
+    if status.st_size == 0:
         return f"{what} file is empty (0 bytes)"
     return None
 
@@ -302,18 +304,38 @@ def load_pair(task: _Task) -> tuple[_Result, np.ndarray | None, np.ndarray | Non
 
 
 def _load_chunk(targets: _Targets, tasks: list[_Task]) -> list[_Result]:
-    """Decode a chunk of pairs and write their rows in place (runs in a worker process)."""
-    results, fds = [], {}
+    """Decode a chunk of pairs and write their rows in place (runs in a worker process).
+
+    Rows that follow each other in a split go to disk in one write per array.
+    """
+    results: list[_Result] = []
+    fds: dict[str, int] = {}
+    run: list[tuple[_Task, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first = run[0][0]
+        for k, (path, offset, row_bytes) in enumerate(targets[first.split]):
+            if path not in fds:
+                fds[path] = os.open(path, os.O_WRONLY)
+            buffers = [np.ascontiguousarray(rows[k]).data for _, rows in run]
+            written = os.pwritev(fds[path], buffers, offset + first.row * row_bytes)
+            if written != sum(buffer.nbytes for buffer in buffers):
+                raise OSError(errno.ENOSPC, f"short write to {path}")
+            if hasattr(os, "posix_fadvise"):  # start writing these rows back to disk now, while decoding goes on,
+                os.posix_fadvise(fds[path], offset + first.row * row_bytes, written, os.POSIX_FADV_DONTNEED)  # not at the final fsync
+        run.clear()
+
     try:
         for task in tasks:
             result, image, trimap = load_pair(task)
             if image is not None and trimap is not None:
-                rows = (image, (trimap != BACKGROUND).view(np.uint8), trimap)
-                for (path, offset, row_bytes), row in zip(targets[task.split], rows):
-                    if path not in fds:
-                        fds[path] = os.open(path, os.O_WRONLY)
-                    os.pwrite(fds[path], np.ascontiguousarray(row).data, offset + task.row * row_bytes)
+                if run and (run[-1][0].split != task.split or run[-1][0].row + 1 != task.row):
+                    flush()
+                run.append((task, (image, (trimap != BACKGROUND).view(np.uint8), trimap)))
             results.append(result)
+        flush()
     finally:
         for fd in fds.values():
             os.close(fd)

@@ -54,7 +54,11 @@ from petseg.data.layout import (
 
 log = logging.getLogger(__name__)
 
-MIN_SIDE, MAX_SIDE = 120, 400
+# Photo sizes like the real set's: the long side 250-500 px (most real photos are 500 x 375),
+# the short side 0.6-1.0 of it, landscape or portrait.
+LONG_SIDE = (250, 500)
+ASPECT = (0.6, 1.0)
+MIN_SIDE, MAX_SIDE = int(LONG_SIDE[0] * ASPECT[0]), LONG_SIDE[1]
 
 # One palette for everything (fur, floors, walls, sofas, grass): no colour belongs to pets only.
 PALETTE = np.array(
@@ -318,8 +322,9 @@ def _distractor(rng: np.random.Generator, width: int, height: int, size: float) 
 def render(seed: int, index: int, species: int, breed_id: int) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic photo (H x W x 3 uint8) and its trimap (H x W uint8, values 1/2/3)."""
     rng = np.random.default_rng([seed, 1, index])
-    height, width = (int(v) for v in rng.integers(MIN_SIDE, MAX_SIDE + 1, size=2))
-    short = min(height, width)
+    long_side = int(rng.integers(LONG_SIDE[0], LONG_SIDE[1] + 1))
+    short = max(MIN_SIDE, round(long_side * rng.uniform(*ASPECT)))
+    height, width = (long_side, short) if rng.random() < 0.3 else (short, long_side)
     pet_texture = int(rng.integers(2**32))
     background_texture = pet_texture if rng.random() < 0.1 else int(rng.integers(2**32))
 
