@@ -10,10 +10,13 @@ weights of an uninterrupted run on the same machine and device.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +32,7 @@ from petseg.data.augment import AugmentConfig, augment_batch
 from petseg.data.cache import Split, fingerprint, load_split
 from petseg.device import autocast, configure_device, resolve_device
 from petseg.distributed import DistContext, init_distributed, shutdown_distributed
-from petseg.errors import CheckpointError, DataError, ParamsError
+from petseg.errors import CheckpointError, DataError, ParamsError, PetsegError
 from petseg.io import remove_stale_temps
 from petseg.losses import LossFn, get_loss
 from petseg.metrics import dice_per_image
@@ -446,6 +449,38 @@ class EpochLog:
 # --------------------------------------------------------------------------- fit
 
 
+@contextlib.contextmanager
+def output_lock(out_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``out_dir`` for this training process, so that two runs never write one model's checkpoints.
+
+    A second run (say, after ``dvc`` itself was killed and its orphaned stage
+    is still training) stops with a clear error instead of interleaving its
+    epochs with the first one's. The lock (flock on the folder itself, so no
+    lock file is left behind) goes with the process, however it ends.
+    """
+    if not enabled:
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PetsegError(
+                f"{out_dir}: another training process is writing these checkpoints; let it finish or stop it "
+                "(find it with: pgrep -af 'stages/train.py'), then run again"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class FitResult:
     best_dice: float
@@ -481,7 +516,8 @@ def fit(
     context = init_distributed(device.type)
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
-    result = _fit(model_name, model_section, config, cache_dir, out_dir, live_dir, device, context, progress)
+    with output_lock(out_dir, enabled=context.is_main):
+        result = _fit(model_name, model_section, config, cache_dir, out_dir, live_dir, device, context, progress)
     # after an error the process group ends with the process, once its message is out: the other
     # ranks' "connection closed" errors then come after the cause
     shutdown_distributed(context)
@@ -518,7 +554,6 @@ def _fit(
 
     plan: ResumePlan | None = None
     if context.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out_dir)
         plan = plan_resume(out_dir, signature, config.epochs, config.scheduler)
     # every rank continues rank 0's checkpoint (its out_dir may be the only one, on another node)

@@ -202,3 +202,22 @@ def test_logs_are_written_in_a_git_repository_without_commits(cache: Path, tmp_p
     monkeypatch.chdir(tmp_path / "repo")
     fit("unet", UNET, config(epochs=1), cache, "models/unet", "dvclive/unet", progress=False)
     assert (tmp_path / "repo" / "dvclive/unet/plots/metrics/val/dice.tsv").read_text().startswith("step\tdice\n1\t")
+
+
+def test_a_second_trainer_on_the_same_checkpoints_is_refused(cache: Path, tmp_path: Path):
+    import fcntl
+    import os
+
+    from petseg.errors import PetsegError
+
+    (tmp_path / "m").mkdir()
+    held = os.open(tmp_path / "m", os.O_RDONLY)  # as a still-running first trainer holds it
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(PetsegError, match="another training process is writing these checkpoints"):
+            fit("unet", UNET, config(epochs=1), cache, tmp_path / "m", progress=False)
+        assert not (tmp_path / "m" / "last.pt").exists()
+    finally:
+        os.close(held)
+    fit("unet", UNET, config(epochs=1), cache, tmp_path / "m", progress=False)  # free again
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["best.pt", "last.pt"]
