@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,36 +36,13 @@ from petseg.params import load_params
 from petseg.plotting import read_metric, read_per_image_csv
 from petseg.training import TrainConfig, fit
 from tests.cachemaker import write_cache
+from tests.forkrun import in_child
 from tests.paramsfile import REPO, write_params
 from tests.projectcopy import copy_project, dvc_env
 
 
 def temps(directory: Path) -> list[Path]:
     return sorted(directory.rglob(f".*{TEMP_MARK}*"))
-
-
-def in_child(work: Callable[[], object], *, file_limit: int | None = None) -> str:
-    """Run ``work`` in a forked process (optionally under a file-size limit); its result or error as text."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        message = "no result"
-        try:
-            os.close(read)
-            if file_limit is not None:
-                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
-                resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-            message = f"ok: {work()!r}"
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            message = f"{type(exc).__name__}: {exc}"
-        finally:
-            os.write(write, message.encode())
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        message = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return message
 
 
 # ------------------------------------------------------------------ atomic writes under SIGKILL

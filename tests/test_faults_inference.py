@@ -8,6 +8,7 @@ killed run, and an output folder that cannot be created.
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
 import tempfile
@@ -22,6 +23,7 @@ from petseg.errors import DataError, OutputError
 from petseg.inference import SkipImage, infer_folder, load_image, panel_size, raw_test_images
 from petseg.io import TEMP_MARK
 from petseg.models import build_model
+from tests.forkrun import in_child
 
 NOBODY = 65534
 
@@ -78,29 +80,17 @@ def test_odd_entries_are_skipped_with_a_reason_and_the_run_goes_on(
 
 
 def _load_as_nobody(path: Path) -> str:
-    """load_image(path) in a forked process running as user nobody: 'ok' or the skip reason."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        message = "no result"
+    """load_image(path) in a forked process running as user nobody: 'ok' or 'kind|reason' of the skip."""
+
+    def work() -> str:
         try:
-            os.close(read)
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
             load_image(path)
-            message = "ok"
+            return "ok"
         except SkipImage as skip:
-            message = f"{skip.kind}|{skip}"
-        except BaseException as exc:  # noqa: BLE001
-            message = f"error|{type(exc).__name__}: {exc}"
-        finally:
-            os.write(write, message.encode())
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        message = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return message
+            return f"{skip.kind}|{skip}"
+
+    message = in_child(work, user=NOBODY)
+    return ast.literal_eval(message.removeprefix("ok: ")) if message.startswith("ok: ") else f"error|{message}"
 
 
 def test_an_unreadable_file_is_skipped_for_real(checkpoint: Path) -> None:

@@ -8,7 +8,6 @@ params/metrics/plots commands, an experiment and a queued sweep.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.paramsfile import REPO, with_overrides
+from tests.projectcopy import GIT_USER, copy_project, dvc_env
 
 TINY = {
     "data.synthetic.n_trainval": 30,
@@ -35,9 +34,7 @@ STAGES = ["download", "preprocess", "train_unet", "train_resnet", "evaluate", "i
 
 
 def run(project: Path, *args: str, timeout: float = 600) -> str:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("DVC_NO_ANALYTICS", None)  # the project's own .dvc/config must keep DVC offline
-    result = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=timeout, env=env)
+    result = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=timeout, env=dvc_env())
     output = result.stdout + result.stderr
     assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output[-4000:]}"
     return output
@@ -47,32 +44,15 @@ def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
-def git(project: Path, *args: str) -> str:
-    return run(project, "git", *args)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A fresh git repository holding the project's files (what a clone has), with tiny params."""
-    root = tmp_path_factory.mktemp("e2e") / "petseg"
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")
-    for name in filter(None, listed):
-        source = REPO / name
-        if source.is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, root / name)
-    params = with_overrides(yaml.safe_load((root / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(root, "init", "-q", "-b", "main")
-    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "add", "-A")
-    git(root, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "tiny params")
-    return root
+    return copy_project(tmp_path_factory.mktemp("e2e") / "petseg", TINY)
 
 
 def commit(project: Path, message: str) -> None:
-    git(project, "add", "-A")
-    git(project, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", message)
+    run(project, "git", "add", "-A")
+    run(project, "git", *GIT_USER, "commit", "-qm", message)
 
 
 def test_repro_runs_every_stage_and_writes_every_output(project: Path):
