@@ -68,6 +68,18 @@ def pil_loop(raw: Path, names: list[str], size: int) -> tuple[np.ndarray, np.nda
     return images, trimaps != 2, trimaps
 
 
+def _quiesce(cache: Path | None) -> None:
+    """Start each timed run on an idle disk: delete the last cache and let the kernel finish writing and trimming.
+
+    Otherwise the previous run's background writeback lands on the next one,
+    whichever contender that is.
+    """
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
+    os.sync()
+    time.sleep(0.5)
+
+
 def _cpu_seconds() -> float:
     """CPU time (user + system) of this process and its reaped children (the decoding workers)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -166,10 +178,10 @@ def measure(
                 {
                     # DVC deletes a stage's outputs before running it: start each run from no cache too.
                     "ours": (
-                        lambda: shutil.rmtree(cache, ignore_errors=True),
+                        lambda: _quiesce(cache),
                         lambda size=size: preprocess(raw, cache, image_size=size, workers=0, progress=False),
                     ),
-                    "plain": (lambda: None, lambda size=size: pil_loop(raw, names, size)),
+                    "plain": (lambda: _quiesce(None), lambda size=size: pil_loop(raw, names, size)),
                 },
                 repeats,
             )
