@@ -34,17 +34,22 @@ from tests.cachemaker import write_cache  # noqa: E402
 DEFAULT_MODELS = {"unet": {"base_channels": 16}, "resnet34_unet": {"encoder_weights": None}}
 
 
+def bare_step(model, optimizer, loss_fn, images, masks, device) -> None:
+    """The model's own work for one batch: forward, loss, backward, optimizer step."""
+    with autocast(device):
+        logits = model(images)
+    loss = loss_fn(logits, masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def _raw_steps(model, optimizer, loss_fn, images, masks, steps: int, device) -> float:
-    """Seconds for ``steps`` forward + backward + optimizer steps on tensors already in place."""
+    """Seconds for ``steps`` bare steps on tensors already in place."""
     synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
-        with autocast(device):
-            logits = model(images)
-        loss = loss_fn(logits, masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        bare_step(model, optimizer, loss_fn, images, masks, device)
     synchronize(device)
     return time.perf_counter() - start
 

@@ -44,13 +44,13 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks import bench_preprocess  # noqa: E402
-from benchmarks.bench_train import measure_train_efficiency  # noqa: E402
+from benchmarks.bench_train import bare_step, measure_train_efficiency  # noqa: E402
 from petseg.checkpoint import save_checkpoint  # noqa: E402
 from petseg.data import layout  # noqa: E402
 from petseg.data.augment import AugmentConfig  # noqa: E402
 from petseg.data.cache import load_split  # noqa: E402
 from petseg.data.preprocess import preprocess  # noqa: E402
-from petseg.device import autocast, configure_device, resolve_device, synchronize  # noqa: E402
+from petseg.device import configure_device, resolve_device, synchronize  # noqa: E402
 from petseg.evaluation import EvaluateConfig, evaluate_checkpoint  # noqa: E402
 from petseg.inference import infer_images  # noqa: E402
 from petseg.losses import get_loss  # noqa: E402
@@ -113,13 +113,7 @@ def _reference_epoch(model, optimizer, loss_fn, loader, device) -> tuple[int, fl
     model.train()
     seen, start = 0, time.perf_counter()
     for images, masks in loader:
-        images, masks = images.to(device), masks.to(device)
-        with autocast(device):
-            logits = model(images)
-        loss = loss_fn(logits, masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        bare_step(model, optimizer, loss_fn, images.to(device), masks.to(device), device)
         seen += images.shape[0]
     synchronize(device)
     return seen, time.perf_counter() - start

@@ -202,6 +202,38 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 # -------------------------------------------------------------------------- epochs
 
 
+class _EpochSums:
+    """Per-image loss and Dice summed on the device (no host sync per batch), reduced over ranks at the end."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.dice = torch.zeros((), dtype=torch.float64, device=device)
+        self.seen = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        n = logits.shape[0]
+        self.loss += loss.detach().double() * n
+        self.dice += dice_per_image(logits.detach(), masks).sum()
+        self.seen += n
+
+    def postfix(self) -> dict[str, str]:
+        """Running means for a progress bar (syncs with the device)."""
+        return {"loss": f"{self.loss.item() / self.seen:.4f}", "dice": f"{self.dice.item() / self.seen:.4f}"}
+
+    def finish(self, context: DistContext) -> EpochStats:
+        seen = torch.tensor(float(self.seen), dtype=torch.float64, device=self.device)
+        totals = context.all_reduce_sum(torch.stack([self.loss, self.dice, seen]))
+        total_seen = max(1, int(totals[2].item()))
+        return EpochStats(
+            loss=float(totals[0] / total_seen),
+            dice=float(totals[1] / total_seen),
+            images=total_seen,
+            seconds=time.perf_counter() - self.start,
+        )
+
+
 def train_one_epoch(
     model: nn.Module,
     data: SplitTensors,
@@ -217,17 +249,13 @@ def train_one_epoch(
     log_every: int = 10,
 ) -> EpochStats:
     """One pass over ``batches``; returns the mean loss and per-image train Dice (over all ranks)."""
-    device = data.device
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    dice_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
-    start = time.perf_counter()
+    sums = _EpochSums(data.device)
     for step, indices in enumerate(batches, 1):
         images, masks = data.batch(indices)
         if augment is not None and augment.active:
             images, masks = augment_batch(images, masks, augment, generator)
-        with autocast(device):
+        with autocast(data.device):
             logits = model(images)
         loss = loss_fn(logits, masks)
         optimizer.zero_grad(set_to_none=True)
@@ -236,18 +264,12 @@ def train_one_epoch(
         if batch_scheduler is not None:
             batch_scheduler.step()
         with torch.no_grad():
-            n = images.shape[0]
-            loss_sum += loss.detach().double() * n
-            dice_sum += dice_per_image(logits.detach(), masks).sum()
-            seen += n
+            sums.add(loss, logits, masks)
         if progress is not None:
             progress.update(1)
             if step % log_every == 0 or step == len(batches):
-                progress.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", dice=f"{dice_sum.item() / seen:.4f}")
-    totals = context.all_reduce_sum(torch.stack([loss_sum, dice_sum, torch.tensor(float(seen), dtype=torch.float64, device=device)]))
-    seconds = time.perf_counter() - start
-    total_seen = int(totals[2].item())
-    return EpochStats(loss=float(totals[0] / total_seen), dice=float(totals[1] / total_seen), images=total_seen, seconds=seconds)
+                progress.set_postfix(sums.postfix())
+    return sums.finish(context)
 
 
 @torch.inference_mode()
@@ -260,29 +282,15 @@ def validate(
     context: DistContext = DistContext(),
 ) -> EpochStats:
     """Mean loss and mean per-image Dice (threshold 0.5) on a whole split, in eval mode."""
-    device = data.device
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    dice_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
-    start = time.perf_counter()
+    sums = _EpochSums(data.device)
     indices = np.arange(len(data))[context.rank :: context.world_size]
     for begin in range(0, len(indices), batch_size):
         images, masks = data.batch(indices[begin : begin + batch_size])
-        with autocast(device):
+        with autocast(data.device):
             logits = model(images)
-        n = images.shape[0]
-        loss_sum += loss_fn(logits, masks).double() * n
-        dice_sum += dice_per_image(logits, masks).sum()
-        seen += n
-    totals = context.all_reduce_sum(torch.stack([loss_sum, dice_sum, torch.tensor(float(seen), dtype=torch.float64, device=device)]))
-    total_seen = max(1, int(totals[2].item()))
-    return EpochStats(
-        loss=float(totals[0] / total_seen),
-        dice=float(totals[1] / total_seen),
-        images=total_seen,
-        seconds=time.perf_counter() - start,
-    )
+        sums.add(loss_fn(logits, masks), logits, masks)
+    return sums.finish(context)
 
 
 # --------------------------------------------------------------------- run state
