@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from petseg.data.download import archive_name, prepare_raw
 from petseg.data.layout import check_layout
 from petseg.data.preprocess import preprocess
 from petseg.data.synthetic import generate
 from petseg.errors import DataError
+from tests.paramsfile import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,11 +274,7 @@ def test_archive_name() -> None:
 
 
 def _params(tmp_path: Path, **data: object) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(data)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    return write_params(tmp_path / "params.yaml", {f"data.{key}": value for key, value in data.items()})
 
 
 def test_stage_script_downloads_as_a_subprocess(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:

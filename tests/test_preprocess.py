@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from petseg.data.cache import SPLITS, load_split
 from petseg.data.preprocess import preprocess, split_names
 from petseg.errors import DataError
+from tests.paramsfile import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "oxford-pet-sample"
@@ -529,11 +529,7 @@ def test_shared_oxford_pet_sample(tmp_path: Path) -> None:
 
 
 def _params(tmp_path: Path, **data: object) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(data)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+    return write_params(tmp_path / "params.yaml", {f"data.{key}": value for key, value in data.items()})
 
 
 def test_stage_script_runs_as_a_subprocess(tmp_path: Path) -> None:
