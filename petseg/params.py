@@ -153,6 +153,27 @@ class Str(Spec):
         return value
 
 
+class OneOrMore(Spec):
+    """One value or a non-empty list of them; always returned as a list."""
+
+    def __init__(self, item: Spec):
+        self.item = item
+        self.allowed = f"{item.allowed}, or a non-empty list of them"
+
+    def check(self, key: str, value: Any) -> list:
+        if isinstance(value, list):
+            if not value:
+                raise self.fail(key, value)
+            try:
+                return [self.item.check(f"{key}[{i}]", v) for i, v in enumerate(value)]
+            except ParamsError:
+                raise self.fail(key, value) from None
+        try:
+            return [self.item.check(key, value)]
+        except ParamsError:
+            raise self.fail(key, value) from None
+
+
 class Choice(Spec):
     def __init__(self, *choices: Any):
         self.choices = choices
@@ -201,8 +222,8 @@ DEVICE = Str(r"auto|cpu|mps|cuda(:[0-9]+)?", "auto, cpu, mps, cuda or cuda:N")
 SCHEMA: dict[str, Any] = {
     "data": {
         "source": Choice("synthetic", "oxford-iiit-pet"),
-        "images_url": URL,
-        "annotations_url": URL,
+        "images_url": OneOrMore(URL),
+        "annotations_url": OneOrMore(URL),
         "images_md5": MD5,
         "annotations_md5": MD5,
         "image_size": Int(min=32, max=2048, multiple_of=32),

@@ -145,9 +145,9 @@ def _fetch(
         "oxford-iiit-pet",
         tmp_path / "raw",
         tmp_path / "downloads",
-        images_url=server.url(images),
+        images_urls=[server.url(images)],
         images_md5=md5s.get("images_md5", _md5(archives[images])),
-        annotations_url=server.url(annotations),
+        annotations_urls=[server.url(annotations)],
         annotations_md5=md5s.get("annotations_md5", _md5(archives[annotations])),
         n_trainval=2,
         n_test=1,
@@ -245,8 +245,8 @@ def test_http_error_is_a_data_error(server: Server, archives: dict[str, bytes], 
     with pytest.raises(DataError, match=r"/pets/nothing\.tar\.gz: download failed: HTTP Error 404"):
         prepare_raw(
             "oxford-iiit-pet", tmp_path / "raw", tmp_path / "downloads",
-            images_url=server.url("/pets/nothing.tar.gz"), images_md5="0" * 32,
-            annotations_url=server.url("/pets/annotations.tar.gz"), annotations_md5="0" * 32,
+            images_urls=[server.url("/pets/nothing.tar.gz")], images_md5="0" * 32,
+            annotations_urls=[server.url("/pets/annotations.tar.gz")], annotations_md5="0" * 32,
             n_trainval=2, n_test=1, seed=0,
         )  # fmt: skip
     assert _leftovers(tmp_path / "downloads") == []
@@ -260,8 +260,8 @@ def test_file_urls_are_copied(archives: dict[str, bytes], tmp_path: Path) -> Non
         (mirror / name).write_bytes(archives[f"/pets/{name}"])
     raw = prepare_raw(
         "oxford-iiit-pet", tmp_path / "raw", tmp_path / "downloads",
-        images_url=(mirror / "images.tar.gz").as_uri(), images_md5=_md5(archives["/pets/images.tar.gz"]),
-        annotations_url=(mirror / "annotations.tar.gz").as_uri(),
+        images_urls=[(mirror / "images.tar.gz").as_uri()], images_md5=_md5(archives["/pets/images.tar.gz"]),
+        annotations_urls=[(mirror / "annotations.tar.gz").as_uri()],
         annotations_md5=_md5(archives["/pets/annotations.tar.gz"]).upper(),  # md5s are case-insensitive
         n_trainval=2, n_test=1, seed=0,
     )  # fmt: skip

@@ -146,9 +146,9 @@ def prepare_raw(
     raw_dir: str | Path,
     downloads_dir: str | Path,
     *,
-    images_url: str,
+    images_urls: list[str],
     images_md5: str,
-    annotations_url: str,
+    annotations_urls: list[str],
     annotations_md5: str,
     n_trainval: int,
     n_test: int,
@@ -163,9 +163,9 @@ def prepare_raw(
         return download_oxford_pet(
             raw_dir,
             downloads_dir,
-            images_url=images_url,
+            images_url=images_urls[0],
             images_md5=images_md5,
-            annotations_url=annotations_url,
+            annotations_url=annotations_urls[0],
             annotations_md5=annotations_md5,
         )
     raise ParamsError(f"data.source = {source!r} is invalid; allowed: {', '.join(SOURCES)}")
