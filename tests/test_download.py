@@ -2,88 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
-import http.server
-import io
+import os
+import signal
 import subprocess
 import sys
-import tarfile
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from petseg.data import fetch
 from petseg.data.download import archive_name, prepare_raw
 from petseg.data.layout import check_layout
 from petseg.data.preprocess import preprocess
 from petseg.data.synthetic import generate
 from petseg.errors import DataError
 from tests.paramsfile import write_params
+from tests.test_download_support import CUT, STALL, Server, md5, tar_gz
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Server:
-    """Serves ``files`` (URL path -> bytes); ``cut`` paths announce their full length but send half."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.cut: set[str] = set()
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # http.server's naming
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/gzip")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body[: len(body) // 2] if self.path in server.cut else body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                self.close_connection = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
-def _tar_gz(root: Path, top: str, extra: dict[str, bytes] | None = None, drop: set[str] | None = None) -> bytes:
-    """A .tar.gz of ``root/top`` (with ``extra`` files added and ``drop`` members left out)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted((root / top).rglob("*")):
-            member = str(path.relative_to(root))
-            if drop and member in drop:
-                continue
-            tar.add(path, arcname=member, recursive=False)
-        for member, data in (extra or {}).items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +34,10 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def archives(source: Path) -> dict[str, bytes]:
     names = [p.stem for p in (source / "images").iterdir()]
-    images = _tar_gz(
+    images = tar_gz(
         source, "images", extra={"images/Abyssinian_100.mat": b"MATLAB 5.0", "images/Abyssinian_101.mat": b"MATLAB"}
     )
-    annotations = _tar_gz(
+    annotations = tar_gz(
         source,
         "annotations",
         extra={
@@ -108,7 +46,7 @@ def archives(source: Path) -> dict[str, bytes]:
             "annotations/list.txt": b"#Image CLASS-ID SPECIES BREED ID\n",
         },
     )
-    no_lists = _tar_gz(source, "annotations", drop={"annotations/trainval.txt", "annotations/test.txt"})
+    no_lists = tar_gz(source, "annotations", drop={"annotations/trainval.txt", "annotations/test.txt"})
     return {
         "/pets/images.tar.gz": images,
         "/pets/annotations.tar.gz": annotations,
@@ -126,10 +64,10 @@ def serving(archives: dict[str, bytes]) -> Iterator[Server]:
 
 
 @pytest.fixture()
-def server(serving: Server) -> Server:
-    """The module's server with a fresh request log and no cut transfers."""
-    serving.requests.clear()
-    serving.cut.clear()
+def server(serving: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
+    """The module's server with a fresh request log and no scripted failures; retries wait (almost) nothing."""
+    serving.reset()
+    monkeypatch.setattr(fetch, "BACKOFF_S", 0.001)
     return serving
 
 
@@ -146,12 +84,13 @@ def _fetch(
         tmp_path / "raw",
         tmp_path / "downloads",
         images_urls=[server.url(images)],
-        images_md5=md5s.get("images_md5", _md5(archives[images])),
+        images_md5=md5s.get("images_md5", md5(archives[images])),
         annotations_urls=[server.url(annotations)],
-        annotations_md5=md5s.get("annotations_md5", _md5(archives[annotations])),
+        annotations_md5=md5s.get("annotations_md5", md5(archives[annotations])),
         n_trainval=2,
         n_test=1,
         seed=0,
+        progress=False,
     )
 
 
@@ -170,7 +109,7 @@ def test_good_pair_extracts_the_official_layout(
     assert (raw / "images" / "Abyssinian_100.mat").is_file()  # extracted, later ignored by preprocess
     assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == ["annotations.tar.gz", "images.tar.gz"]
     assert _leftovers(tmp_path / "downloads") == [] and _leftovers(tmp_path) == []
-    assert {"/pets/images.tar.gz", "/pets/annotations.tar.gz"} <= set(server.requests)
+    assert server.requests == [("/pets/images.tar.gz", None), ("/pets/annotations.tar.gz", None)]
 
     result = preprocess(raw, tmp_path / "cache", image_size=32, workers=1, progress=False)
     assert sum(result.counts.values()) == 16 and result.report["skipped"] == []
@@ -189,7 +128,7 @@ def test_rerun_with_valid_archives_makes_no_request(server: Server, archives: di
 
 def test_wrong_md5_names_file_and_both_sums(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:
     wrong = "0123456789abcdef0123456789abcdef"
-    actual = _md5(archives["/pets/images.tar.gz"])
+    actual = md5(archives["/pets/images.tar.gz"])
     with pytest.raises(DataError) as caught:
         _fetch(server, archives, tmp_path, images_md5=wrong)
     message = str(caught.value)
@@ -207,15 +146,29 @@ def test_a_stale_invalid_archive_is_downloaded_again(
     (tmp_path / "downloads" / "images.tar.gz").write_bytes(b"half of an old download")
     _fetch(server, archives, tmp_path)
     assert (tmp_path / "downloads" / "images.tar.gz").read_bytes() == archives["/pets/images.tar.gz"]
-    assert server.requests.count("/pets/images.tar.gz") >= 1
+    assert server.paths().count("/pets/images.tar.gz") == 1
 
 
-def test_interrupted_transfer_is_a_md5_error(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:
-    server.cut.add("/pets/annotations.tar.gz")
-    with pytest.raises(DataError, match="md5 mismatch"):
+def test_an_interrupted_run_continues_where_it_stopped(
+    server: Server, archives: dict[str, bytes], tmp_path: Path
+) -> None:
+    images = archives["/pets/images.tar.gz"]
+    half = len(images) // 2
+    server.always["/pets/images.tar.gz"] = CUT  # this run never gets past the middle
+    with pytest.raises(DataError) as caught:
         _fetch(server, archives, tmp_path)
-    assert not (tmp_path / "raw").exists()
-    assert not (tmp_path / "downloads" / "annotations.tar.gz").exists()
+    message = str(caught.value)
+    assert "\n" not in message and server.url("/pets/images.tar.gz") in message
+    assert f"the connection closed after {half} of {len(images)} bytes" in message
+    part = tmp_path / "downloads" / "images.tar.gz.part"
+    assert f"kept in {part}" in message and part.read_bytes() == images[:half]
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "downloads" / "images.tar.gz").exists()
+
+    server.reset()  # the next run: the connection holds
+    raw = _fetch(server, archives, tmp_path)
+    assert server.requests[0] == ("/pets/images.tar.gz", f"bytes={half}-")  # resumed, not restarted
+    assert (tmp_path / "downloads" / "images.tar.gz").read_bytes() == images and not part.exists()
+    check_layout(raw)
 
 
 def test_truncated_archive_leaves_the_previous_raw_folder(
@@ -241,29 +194,35 @@ def test_archives_without_the_layout_are_refused(server: Server, archives: dict[
     assert not (tmp_path / "raw").exists() and _leftovers(tmp_path) == []
 
 
-def test_http_error_is_a_data_error(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"/pets/nothing\.tar\.gz: download failed: HTTP Error 404"):
+def test_a_missing_archive_names_every_url(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:
+    urls = [server.url("/pets/nothing.tar.gz"), server.url("/mirror/nothing.tar.gz")]
+    with pytest.raises(DataError) as caught:
         prepare_raw(
             "oxford-iiit-pet", tmp_path / "raw", tmp_path / "downloads",
-            images_urls=[server.url("/pets/nothing.tar.gz")], images_md5="0" * 32,
+            images_urls=urls, images_md5="0" * 32,
             annotations_urls=[server.url("/pets/annotations.tar.gz")], annotations_md5="0" * 32,
-            n_trainval=2, n_test=1, seed=0,
+            n_trainval=2, n_test=1, seed=0, progress=False,
         )  # fmt: skip
-    assert _leftovers(tmp_path / "downloads") == []
+    assert str(caught.value) == (
+        f"{tmp_path / 'downloads' / 'nothing.tar.gz'}: download failed from every URL: "
+        f"{urls[0]} (HTTP Error 404: Not Found); {urls[1]} (HTTP Error 404: Not Found)"
+    )
+    assert server.paths() == ["/pets/nothing.tar.gz", "/mirror/nothing.tar.gz"]  # a 404 is not retried
+    assert not (tmp_path / "downloads" / "nothing.tar.gz.part").exists() and _leftovers(tmp_path / "downloads") == []
 
 
 def test_file_urls_are_copied(archives: dict[str, bytes], tmp_path: Path) -> None:
-    """params.yaml accepts file:// URLs (a local mirror); torchvision's downloader does not, so they are copied."""
+    """params.yaml accepts file:// URLs (a local mirror); they are copied."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for name in ("images.tar.gz", "annotations.tar.gz"):
         (mirror / name).write_bytes(archives[f"/pets/{name}"])
     raw = prepare_raw(
         "oxford-iiit-pet", tmp_path / "raw", tmp_path / "downloads",
-        images_urls=[(mirror / "images.tar.gz").as_uri()], images_md5=_md5(archives["/pets/images.tar.gz"]),
+        images_urls=[(mirror / "images.tar.gz").as_uri()], images_md5=md5(archives["/pets/images.tar.gz"]),
         annotations_urls=[(mirror / "annotations.tar.gz").as_uri()],
-        annotations_md5=_md5(archives["/pets/annotations.tar.gz"]).upper(),  # md5s are case-insensitive
-        n_trainval=2, n_test=1, seed=0,
+        annotations_md5=md5(archives["/pets/annotations.tar.gz"]).upper(),  # md5s are case-insensitive
+        n_trainval=2, n_test=1, seed=0, progress=False,
     )  # fmt: skip
     check_layout(raw)
 
@@ -277,29 +236,73 @@ def _params(tmp_path: Path, **data: object) -> Path:
     return write_params(tmp_path / "params.yaml", {f"data.{key}": value for key, value in data.items()})
 
 
+def _stage(params: Path) -> list[str]:
+    """The download stage's command line, as dvc.yaml runs it (from any folder: the project is on PYTHONPATH)."""
+    return [sys.executable, "-m", "stages.download", "--params", str(params)]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def test_stage_script_downloads_as_a_subprocess(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:
     def stage(params: Path) -> subprocess.CompletedProcess:
-        command = [sys.executable, str(ROOT / "stages" / "download.py"), "--params", str(params)]
-        return subprocess.run(command, check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            _stage(params), check=False, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+        )
 
+    mirrors = [server.url("/gone/images.tar.gz"), server.url("/pets/images.tar.gz")]  # the first answers 404
     urls = {
         "source": "oxford-iiit-pet",
-        "images_url": server.url("/pets/images.tar.gz"),
-        "annotations_url": server.url("/pets/annotations.tar.gz"),
-        "annotations_md5": _md5(archives["/pets/annotations.tar.gz"]),
+        "images_url": mirrors,
+        "annotations_url": server.url("/pets/annotations.tar.gz"),  # one URL, not a list: also accepted
+        "annotations_md5": md5(archives["/pets/annotations.tar.gz"]),
     }
     failed = stage(_params(tmp_path, **urls, images_md5="f" * 32))
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert (
-        f"md5 mismatch for {urls['images_url']}: expected {'f' * 32}, got {_md5(archives['/pets/images.tar.gz'])}"
+        f"md5 mismatch for {mirrors[1]}: expected {'f' * 32}, got {md5(archives['/pets/images.tar.gz'])}"
         in failed.stderr
     )
     assert not (tmp_path / "data" / "raw" / "oxford-iiit-pet").exists()
 
-    done = stage(_params(tmp_path, **urls, images_md5=_md5(archives["/pets/images.tar.gz"])))
+    done = stage(_params(tmp_path, **urls, images_md5=md5(archives["/pets/images.tar.gz"])))
     assert done.returncode == 0, done.stderr
+    assert f"served by {mirrors[1]}" in done.stderr and f"served by {urls['annotations_url']}" in done.stderr
     check_layout(tmp_path / "data" / "raw" / "oxford-iiit-pet")
     assert sorted(p.name for p in (tmp_path / "data" / "downloads").iterdir()) == [
         "annotations.tar.gz",
         "images.tar.gz",
     ]
+
+
+def test_a_killed_stage_resumes_on_the_next_run(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:
+    images = archives["/pets/images.tar.gz"]
+    params = _params(
+        tmp_path, source="oxford-iiit-pet",
+        images_url=server.url("/pets/images.tar.gz"), images_md5=md5(images),
+        annotations_url=server.url("/pets/annotations.tar.gz"),
+        annotations_md5=md5(archives["/pets/annotations.tar.gz"]),
+    )  # fmt: skip
+    server.plans["/pets/images.tar.gz"] = [STALL]  # half the file, then silence: the run hangs until killed
+    part = tmp_path / "data" / "downloads" / "images.tar.gz.part"
+    running = subprocess.Popen(
+        _stage(params), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (part.is_file() and part.stat().st_size == len(images) // 2):
+            assert running.poll() is None and time.monotonic() < deadline, "the download never got half-way"
+            time.sleep(0.02)
+    finally:
+        running.send_signal(signal.SIGKILL)
+        running.wait()
+    assert not (tmp_path / "data" / "downloads" / "images.tar.gz").exists()
+
+    done = subprocess.run(
+        _stage(params), check=False, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert server.requests[1] == ("/pets/images.tar.gz", f"bytes={len(images) // 2}-")
+    assert (tmp_path / "data" / "downloads" / "images.tar.gz").read_bytes() == images and not part.exists()
+    check_layout(tmp_path / "data" / "raw" / "oxford-iiit-pet")
