@@ -25,20 +25,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from petseg.data import layout
+from petseg.data.layout import TEST_LIST, TRAINVAL_LIST, check_layout, read_list, write_list
+from petseg.data.preprocess import preprocess
+from petseg.data.synthetic import generate
+from petseg.errors import DataError
 
-from petseg.data import layout  # noqa: E402
-from petseg.data.layout import TEST_LIST, TRAINVAL_LIST, check_layout, read_list, write_list  # noqa: E402
-from petseg.data.preprocess import preprocess  # noqa: E402
-from petseg.data.synthetic import generate  # noqa: E402
-from petseg.errors import DataError  # noqa: E402
-
-WORK_DIR = ROOT / "benchmarks" / "work"
+WORK_DIR = Path(__file__).resolve().parent / "work"
 
 
 def build_raw(work_dir: Path, n_images: int, seed: int = 0) -> Path:
@@ -109,9 +105,8 @@ def _best_times(
 # main process; the decoding workers are forked from this small child, so their ru_maxrss is theirs.
 _CHILD = """
 import json, resource, sys
-sys.path.insert(0, sys.argv[1])
 from petseg.data.preprocess import preprocess
-preprocess(sys.argv[2], sys.argv[3], image_size=int(sys.argv[4]), workers=0, progress=False)
+preprocess(sys.argv[1], sys.argv[2], image_size=int(sys.argv[3]), workers=0, progress=False)
 status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
 print(json.dumps({"main": int(status), "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
 """
@@ -120,7 +115,7 @@ print(json.dumps({"main": int(status), "workers": resource.getrusage(resource.RU
 def _peak_rss_mb(raw: Path, cache: Path, size: int) -> tuple[float, float]:
     """Peak resident memory (MB) of the preprocessing process and of its largest worker, in a fresh child."""
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(ROOT), str(raw), str(cache), str(size)],
+        [sys.executable, "-c", _CHILD, str(raw), str(cache), str(size)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     usage = json.loads(done.stdout.strip().splitlines()[-1])
@@ -202,5 +197,8 @@ def measure(
 
 
 if __name__ == "__main__":
-    for key, value in measure().items():
-        print(f"{key}: {value:g}")
+    if sys.argv[1:2] == ["--json"]:  # speed.py runs it so, in a fresh interpreter without torch
+        print(json.dumps(measure(n_images=int(sys.argv[2]), repeats=int(sys.argv[3]))))
+    else:
+        for key, value in measure().items():
+            print(f"{key}: {value:g}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,16 +19,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_preprocess import WORK_DIR, build_raw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from petseg.data.augment import AugmentConfig  # noqa: E402
-from petseg.data.cache import load_split  # noqa: E402
-from petseg.device import autocast, configure_device, resolve_device, synchronize  # noqa: E402
-from petseg.losses import get_loss  # noqa: E402
-from petseg.models import build_model  # noqa: E402
-from petseg.training import SplitTensors, epoch_batches, make_optimizer, train_one_epoch  # noqa: E402
-from tests.cachemaker import write_cache  # noqa: E402
+from petseg.data.cache import load_split
+from petseg.data.preprocess import preprocess
+from petseg.device import autocast, configure_device, resolve_device, synchronize
+from petseg.losses import get_loss
+from petseg.models import build_model
+from petseg.params import AugmentParams
+from petseg.training.batches import SplitTensors, epoch_batches
+from petseg.training.loops import train_one_epoch
+from petseg.training.optim import make_optimizer
 
 DEFAULT_MODELS = {"unet": {"base_channels": 16}, "resnet34_unet": {"encoder_weights": None}}
 
@@ -69,8 +69,10 @@ def measure_train_efficiency(
     device = resolve_device(device_name)
     configure_device(device)
     channels_last = device.type in ("cuda", "cpu")
+    work_dir = Path(work_dir or WORK_DIR)
+    raw = build_raw(work_dir, n_images)  # synthetic photos, cached by the real preprocess
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        write_cache(Path(tmp), {"train": n_images}, image_size=image_size)
+        preprocess(raw, tmp, image_size=image_size, val_every=n_images + 1, progress=False)
         split = load_split(tmp, "train")
         torch.manual_seed(0)
         model = build_model(model_name, **model_params).to(device)
@@ -79,7 +81,7 @@ def measure_train_efficiency(
         optimizer = make_optimizer("adamw", model, 1e-4, 1e-4, device)
         loss_fn = get_loss("bce+dice")
         data = SplitTensors(split, device, channels_last)
-        augment = AugmentConfig(hflip=0.5, vflip=0.5, brightness=0.2, contrast=0.2, saturation=0.2)
+        augment = AugmentParams(hflip=0.5, vflip=0.5, brightness=0.2, contrast=0.2, saturation=0.2)
         images, masks = data.batch(np.arange(batch_size))
         steps = len(split) // batch_size
 

@@ -35,31 +35,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import bench_preprocess
+import numpy as np
+import torch
+from bench_train import bare_step, measure_train_efficiency
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from petseg.checkpoint import Checkpoint, save_checkpoint
+from petseg.data import layout
+from petseg.data.cache import load_split
+from petseg.data.preprocess import preprocess
+from petseg.device import configure_device, resolve_device, synchronize
+from petseg.evaluation import evaluate_checkpoint
+from petseg.inference import infer_images
+from petseg.losses import get_loss
+from petseg.models import build_model
+from petseg.params import AugmentParams, EvaluateParams
+from petseg.training.batches import SplitTensors, epoch_batches
+from petseg.training.loops import train_one_epoch
+from petseg.training.optim import make_optimizer
 
-from benchmarks import bench_preprocess  # noqa: E402
-from benchmarks.bench_train import bare_step, measure_train_efficiency  # noqa: E402
-from petseg.checkpoint import save_checkpoint  # noqa: E402
-from petseg.data import layout  # noqa: E402
-from petseg.data.augment import AugmentConfig  # noqa: E402
-from petseg.data.cache import load_split  # noqa: E402
-from petseg.data.preprocess import preprocess  # noqa: E402
-from petseg.device import configure_device, resolve_device, synchronize  # noqa: E402
-from petseg.evaluation import EvaluateConfig, evaluate_checkpoint  # noqa: E402
-from petseg.inference import infer_images  # noqa: E402
-from petseg.losses import get_loss  # noqa: E402
-from petseg.models import build_model  # noqa: E402
-from petseg.training import SplitTensors, epoch_batches, make_optimizer, train_one_epoch  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results.json"
-WORK_DIR = ROOT / "benchmarks" / "work"
-AUGMENT = AugmentConfig(hflip=0.5, vflip=0.0, brightness=0.2, contrast=0.2, saturation=0.2)
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "results.json"
+WORK_DIR = BENCHMARKS / "work"
+AUGMENT = AugmentParams(hflip=0.5, vflip=0.0, brightness=0.2, contrast=0.2, saturation=0.2)
 
 
 # ------------------------------------------------------------------------ preprocess
@@ -72,12 +71,8 @@ def measure_preprocess(n_images: int, repeats: int) -> dict[str, float]:
     torch, costs them measurably (about 5-10% of the ratio here), and the stage
     never pays that.
     """
-    code = (
-        "import json, sys; sys.path.insert(0, sys.argv[1]); from benchmarks import bench_preprocess; "
-        "print(json.dumps(bench_preprocess.measure(n_images=int(sys.argv[2]), repeats=int(sys.argv[3]))))"
-    )
-    done = subprocess.run([sys.executable, "-c", code, str(ROOT), str(n_images), str(repeats)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_preprocess.py"), "--json", str(n_images),
+                           str(repeats)], capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -176,9 +171,9 @@ def measure_eval_and_infer(raw: Path, *, size: int = 128, base_channels: int = 1
         torch.manual_seed(0)
         model = build_model("unet", base_channels=base_channels)
         checkpoint = tmp / "best.pt"
-        save_checkpoint(checkpoint, {"model_name": "unet", "model_params": {"base_channels": base_channels},
-                                     "model": model.state_dict(), "epoch": 1, "image_size": size, "val_dice": 0.0})
-        config = EvaluateConfig(threshold=0.5, tta=False, n_worst=0, batch_size=32)
+        save_checkpoint(checkpoint, Checkpoint(model_name="unet", model_params={"base_channels": base_channels},
+                                               model=model.state_dict(), image_size=size, epoch=1, val_dice=0.0))
+        config = EvaluateParams(threshold=0.5, tta=False, n_worst=0, batch_size=32)
         evaluate_checkpoint(checkpoint, split, config, device)  # warm-up
         start = time.perf_counter()
         evaluation = evaluate_checkpoint(checkpoint, split, config, device)

@@ -1,21 +1,25 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, checked before use.
+"""Checkpoints: one type that the trainer writes and every reader reads; atomic writes, safe reads.
 
-A checkpoint is a plain dict of tensors and primitive values. Its key ``model``
-holds the state_dict; ``model_name`` and ``model_params`` rebuild the
-architecture through the registry, so a checkpoint is all inference needs.
-Training checkpoints also hold the optimizer, scheduler, epoch, best score,
-per-epoch history, RNG states, the params used and a fingerprint of the data.
+A :class:`Checkpoint` holds the weights (``model``, a state_dict) with what
+rebuilds the architecture through the registry (``model_name``,
+``model_params``) and the image size it was trained at, so a checkpoint is all
+inference needs. Training checkpoints also hold the optimizer, scheduler,
+epoch, best score, per-epoch history, RNG states, the params used and the
+run's signature (what a run must share with it to continue it).
 
-Reading checks, before anything is built from the file: that it is a whole
-zip archive (CRC of every member, so a truncated or bit-flipped file is named
-as such), that it unpickles with ``weights_only=True`` (pickled code is refused,
-never run), that it holds the keys and types of a petseg checkpoint, and that its
-tensors have exactly the shapes of the architecture it names (compared on the
-meta device, so bogus model options cannot allocate anything).
+On disk it is a plain dict of tensors and primitive values (``format`` names
+the version), written atomically. Reading checks, before anything is built
+from the file: that it is a whole zip archive (CRC of every member, so a
+truncated or bit-flipped file is named as such), that it unpickles with
+``weights_only=True`` (pickled code is refused, never run), that it holds the
+keys and types of a petseg checkpoint, and that its tensors have exactly the
+shapes of the architecture it names (compared on the meta device, so bogus
+model options cannot allocate anything).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import re
@@ -23,6 +27,7 @@ import shutil
 import warnings
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +35,82 @@ import torch
 
 from petseg.errors import CheckpointError, PetsegError
 from petseg.io import atomic_path, write_error
-from petseg.models import SegmentationModel, build_model
+from petseg.models import SegmentationModel, architecture, build_model
 
 FORMAT = "petseg-checkpoint/1"
-REQUIRED_KEYS = ("format", "model_name", "model_params", "model", "epoch", "image_size")
 UNREADABLE = "not a readable checkpoint (corrupt or truncated?)"
 # how torch's weights_only unpickler names a refused object: "Unsupported global: GLOBAL posix.system ..."
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def save_checkpoint(path: str | Path, checkpoint: dict[str, Any], *, also: Sequence[str | Path] = ()) -> None:
+@dataclass
+class Checkpoint:
+    """A trained model, and for training checkpoints the whole state needed to continue the run."""
+
+    model_name: str
+    model_params: dict[str, Any]  # architecture options for build_model
+    model: dict[str, torch.Tensor]  # the state_dict
+    image_size: int  # square side of the images it was trained on
+    epoch: int  # epochs completed
+    val_dice: float | None = None  # validation Dice after ``epoch``
+    # training state: absent (None) in a weights-only checkpoint
+    epochs: int | None = None  # epochs planned
+    best_dice: float | None = None
+    best_epoch: int | None = None
+    history: list[dict[str, float]] = field(default_factory=list)  # one record per epoch (petseg.training.log)
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    signature: dict[str, Any] | None = None  # what a run must share with it to continue it
+    params: dict[str, Any] | None = None  # the model's and train params it was made with
+    petseg_version: str | None = None
+
+    def to_file_dict(self) -> dict[str, Any]:
+        """The dict written to disk (tensors kept as they are, not copied)."""
+        return {"format": FORMAT, **{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_file_dict(cls, path: Path, data: Any) -> Checkpoint:
+        """Check what a file held and build the checkpoint; anything else is a CheckpointError naming ``path``."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{path}: not a petseg checkpoint (holds a {type(data).__name__}, not a dict)")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING]
+        missing = [key for key in ("format", *required) if key not in data]
+        if missing:
+            raise CheckpointError(f"{path}: not a petseg checkpoint (missing {', '.join(missing)})")
+        if data["format"] != FORMAT:
+            raise CheckpointError(f"{path}: unsupported checkpoint format {data['format']!r} (expected {FORMAT})")
+        problems = []
+        if not isinstance(data["model_name"], str):
+            problems.append(f"model_name = {data['model_name']!r} is not a string")
+        params = data["model_params"]
+        if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
+            problems.append("model_params is not a mapping of option names")
+        weights = data["model"]
+        if not isinstance(weights, dict) or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
+        ):
+            problems.append("model is not a state_dict (names -> tensors)")
+        for key, low in (("epoch", 0), ("image_size", 1)):
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                problems.append(f"{key} = {value!r} (expected an integer >= {low})")
+        if problems:
+            raise CheckpointError(f"{path}: not a valid petseg checkpoint: {'; '.join(problems)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def save_checkpoint(path: str | Path, checkpoint: Checkpoint, *, also: Sequence[str | Path] = ()) -> None:
     """Write a checkpoint atomically: a full disk or a kill leaves the previous file intact.
 
     ``also`` names more paths that receive the same checkpoint (a hard link to
     the one file written, or a copy), each renamed into place before ``path``.
     """
-    checkpoint = {"format": FORMAT, **checkpoint}
     with atomic_path(path) as temp:
         try:
-            torch.save(checkpoint, temp)
+            torch.save(checkpoint.to_file_dict(), temp)
         except RuntimeError as exc:  # torch reports a failed write (disk full, file size limit) this way
             raise write_error(path, exc) from None
         for other in also:
@@ -65,12 +127,6 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def _refused_global(exc: BaseException) -> str | None:
-    """The pickled callable or class that weights_only refused (e.g. ``posix.system``), or None for a damaged stream."""
-    match = _GLOBAL.search(str(exc))
-    return match.group(1) if match else None
-
-
 def _check_archive(path: Path) -> None:
     """A torch zip checkpoint must be a whole zip file whose members all match their CRC."""
     try:
@@ -83,39 +139,11 @@ def _check_archive(path: Path) -> None:
         raise CheckpointError(f"{path}: corrupt checkpoint: its {member} does not match its checksum (damaged file)")
 
 
-def _check_structure(path: Path, checkpoint: Any) -> None:
-    if not isinstance(checkpoint, dict):
-        raise CheckpointError(f"{path}: not a petseg checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
-    missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path}: not a petseg checkpoint (missing {', '.join(missing)})")
-    if checkpoint["format"] != FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {checkpoint['format']!r} (expected {FORMAT})")
-    problems = []
-    if not isinstance(checkpoint["model_name"], str):
-        problems.append(f"model_name = {checkpoint['model_name']!r} is not a string")
-    params = checkpoint["model_params"]
-    if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
-        problems.append("model_params is not a mapping of option names")
-    weights = checkpoint["model"]
-    if not isinstance(weights, dict) or not all(
-        isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in weights.items()
-    ):
-        problems.append("model is not a state_dict (names -> tensors)")
-    for key, low in (("epoch", 0), ("image_size", 1)):
-        value = checkpoint[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            problems.append(f"{key} = {value!r} (expected an integer >= {low})")
-    if problems:
-        raise CheckpointError(f"{path}: not a valid petseg checkpoint: {'; '.join(problems)}")
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint safely; a missing, corrupt, truncated or unsafe file is a CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
-        what = "checkpoint not found" if not path.exists() else "not a file"
-        raise CheckpointError(f"{path}: {what}")
+        raise CheckpointError(f"{path}: {'checkpoint not found' if not path.exists() else 'not a file'}")
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -127,21 +155,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's note on an unusual pickle protocol: the error says enough
-            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = _refused_global(exc)
+        refused = _GLOBAL.search(str(exc))
         if refused is None:
             raise CheckpointError(
                 f"{path}: not a readable checkpoint (corrupt, truncated, or not a PyTorch tensors-only file)"
             ) from None
         raise CheckpointError(
             f"{path}: refused to load: it holds pickled objects other than tensors and plain values "
-            f"({refused}); weights_only=True never runs them"
+            f"({refused.group(1)}); weights_only=True never runs them"
         ) from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere inside torch's reader
         raise CheckpointError(f"{path}: {UNREADABLE}: {_first_line(exc)}") from None
-    _check_structure(path, checkpoint)
-    return checkpoint
+    return Checkpoint.from_file_dict(path, data)
 
 
 def _shape(tensor: torch.Tensor) -> str:
@@ -165,9 +192,7 @@ def _fit_problems(expected: dict[str, torch.Tensor], found: dict[str, torch.Tens
     return problems
 
 
-def model_from_checkpoint(
-    checkpoint: dict[str, Any], source: str | Path = "checkpoint"
-) -> SegmentationModel:
+def model_from_checkpoint(checkpoint: Checkpoint, source: str | Path = "checkpoint") -> SegmentationModel:
     """Rebuild the model a checkpoint was trained as, with its weights loaded.
 
     Pretrained-encoder options are dropped when rebuilding: the checkpoint's own
@@ -175,8 +200,8 @@ def model_from_checkpoint(
     names and shapes are checked against the architecture on the meta device
     first, so a checkpoint that does not fit allocates nothing.
     """
-    name = checkpoint["model_name"]
-    params = dict(checkpoint["model_params"])
+    name = checkpoint.model_name
+    params = architecture(checkpoint.model_params)
     if "encoder_weights" in params:
         params["encoder_weights"] = None
     try:
@@ -184,19 +209,18 @@ def model_from_checkpoint(
             skeleton = build_model(name, **params)
     except (PetsegError, ValueError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{source}: cannot rebuild its {name} model: {_first_line(exc)}") from None
-    problems = _fit_problems(skeleton.state_dict(), checkpoint["model"])
+    problems = _fit_problems(skeleton.state_dict(), checkpoint.model)
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the {name} model {params}: {'; '.join(problems)}")
     model = build_model(name, **params)
     try:
-        model.load_state_dict(checkpoint["model"])
+        model.load_state_dict(checkpoint.model)
     except (RuntimeError, TypeError, AttributeError, ValueError) as exc:
         raise CheckpointError(f"{source}: weights do not fit the {name} model: {_first_line(exc)}") from None
     return model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict[str, Any]]:
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, Checkpoint]:
     """Load a checkpoint file and return (model in eval mode on ``device``, checkpoint)."""
     checkpoint = load_checkpoint(path)
-    model = model_from_checkpoint(checkpoint, path).to(device).eval()
-    return model, checkpoint
+    return model_from_checkpoint(checkpoint, path).to(device).eval(), checkpoint

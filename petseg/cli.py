@@ -1,4 +1,4 @@
-"""What every stage script shares: logging set-up, params loading, and clean exits.
+"""What every stage script shares: its argument parser, logging, the validated params, and clean exits.
 
 A stage script is a door, not a room: it parses its arguments, loads the
 validated params and makes one call into the library inside :func:`run_stage`.
@@ -8,16 +8,26 @@ exit code, never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from petseg.errors import PetsegError
-from petseg.params import load_params
+from petseg.params import Params, load_params
 
 log = logging.getLogger("petseg")
+
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+
+
+def stage_parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser showing the script's docstring, with ``--params``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    return parser
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -25,7 +35,7 @@ def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def stage_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+def stage_params(path: str | Path = "params.yaml") -> Params:
     """The validated params of the pipeline (the whole file is checked, always)."""
     return load_params(path)
 

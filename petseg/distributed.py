@@ -13,6 +13,7 @@ clear error.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Sequence
@@ -25,6 +26,9 @@ import torch.distributed as dist
 from torch import nn
 
 from petseg.errors import ParamsError, PetsegError
+from petseg.system import usable_cpus
+
+log = logging.getLogger(__name__)
 
 
 class DistributedError(PetsegError):
@@ -95,6 +99,28 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def relaunch_under_torchrun(nproc_per_node: int, script: str | Path, script_args: Sequence[str], *,
+                            module: bool = False) -> bool:
+    """Start this stage on ``nproc_per_node`` processes when asked and not already a torchrun worker.
+
+    Returns True when the workers ran here (the caller is done), False when
+    this process trains itself: alone, or as a worker torchrun started (then
+    only rank 0 reports, and a ``--nproc_per_node`` given to torchrun wins).
+    """
+    if not under_torchrun():
+        if nproc_per_node <= 1:
+            return False
+        log.info("train: starting %d processes (train.nproc_per_node) with torchrun", nproc_per_node)
+        launch_local(nproc_per_node, script, script_args, module=module)
+        return True
+    if env_rank() != 0:
+        logging.getLogger("petseg").setLevel(logging.WARNING)  # rank 0 reports for all
+    elif int(os.environ.get("LOCAL_WORLD_SIZE", nproc_per_node)) != nproc_per_node:
+        log.info("train: torchrun started %s processes per node; train.nproc_per_node = %d is not used",
+                 os.environ["LOCAL_WORLD_SIZE"], nproc_per_node)
+    return False
+
+
 def init_distributed(device_type: str) -> DistContext:
     """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); no-op for one process."""
     if not launched_by_torchrun():
@@ -126,14 +152,7 @@ def shutdown_distributed(context: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def launch_local(nproc_per_node: int, script: str | Path, script_args: Sequence[str]) -> None:
+def launch_local(nproc_per_node: int, script: str | Path, script_args: Sequence[str], *, module: bool = False) -> None:
     """Run ``script`` on ``nproc_per_node`` processes of this machine, as ``torchrun --standalone`` would.
 
     The launcher runs in this process: a SIGINT or SIGTERM sent to it stops every
@@ -147,9 +166,10 @@ def launch_local(nproc_per_node: int, script: str | Path, script_args: Sequence[
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cpu_count() // nproc_per_node)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // nproc_per_node)))
     args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc_per_node={nproc_per_node}", str(script), *script_args]
+        ["--standalone", f"--nproc_per_node={nproc_per_node}", *(["--module"] if module else []), str(script),
+         *script_args]
     )
     try:
         run(args)

@@ -12,7 +12,9 @@ touches those of a writer that is still running.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import json
 import os
 import re
@@ -214,3 +216,20 @@ def load_npy(
     if ndim is not None and array.ndim != ndim:
         raise DataError(f"{path}: expected {ndim} dimensions, found shape {array.shape}")
     return array
+
+
+def read_table(path: str | Path, delimiter: str, stage: str, what: str) -> list[dict[str, str]]:
+    """Rows of a CSV/TSV ``what`` written by the ``stage`` stage; it must end in a newline (else it was cut short)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; the {stage} stage writes it (dvc repro {stage})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read {what}: {exc}") from None
+    if text and not text.endswith("\n"):
+        raise DataError(f"{path}: truncated {what} (its last line is incomplete); re-run {stage}")
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error as exc:
+        raise DataError(f"{path}: cannot read {what}: {exc}") from None

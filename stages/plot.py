@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Stage plot: training curves and test Dice of both models as PNGs.
 
-    python stages/plot.py        # plots/dice_curves.png, loss_curves.png, lr_curves.png, dice_histogram.png
+    python -m stages.plot        # plots/dice_curves.png, loss_curves.png, lr_curves.png, dice_histogram.png
 
 Reads dvclive/<model>/plots/metrics/*.tsv (train stages) and
 plots/evaluate/<model>.csv (evaluate stage). UNet blue, ResNet34-UNet red;
@@ -10,26 +9,19 @@ train dashed, validation solid; epochs numbered from 1.
 
 from __future__ import annotations
 
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from petseg.cli import run_stage, stage_params  # noqa: E402
-from petseg.params import MODEL_NAMES  # noqa: E402
+from petseg import paths
+from petseg.cli import run_stage, stage_params, stage_parser
+from petseg.models import MODEL_NAMES
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = stage_parser(__doc__)
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
                         help="models to plot (default: all)")
-    parser.add_argument("--params", default="params.yaml", help="params file, validated only (default: params.yaml)")
-    parser.add_argument("--live", default="dvclive", help="DVCLive root holding <model>/ (default: dvclive)")
-    parser.add_argument("--evaluate", default="plots/evaluate", help="per-image tables (default: plots/evaluate)")
-    parser.add_argument("--out", default="plots", help="output folder (default: plots)")
+    parser.add_argument("--live", default=str(paths.LIVE_DIR), help="DVCLive root holding <model>/ (default: dvclive)")
+    parser.add_argument("--evaluate", default=str(paths.EVALUATE_DIR), help="per-image tables (default: plots/evaluate)")
+    parser.add_argument("--out", default=str(paths.PLOTS_DIR), help="output folder (default: plots)")
     args = parser.parse_args()
-
     stage_params(args.params)  # the plot stage reads no params, but a broken params file still stops the pipeline
     from petseg.plotting import plot_all
 

@@ -1,12 +1,15 @@
-"""Params files for tests: the repository's params.yaml with dotted overrides."""
+"""Params for tests: the repository's params.yaml with dotted overrides, as a file or as typed sections."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from petseg.params import AugmentParams, EvaluateParams, TrainParams, validate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,3 +34,40 @@ def write_params(path: Path, overrides: dict[str, Any] | None = None) -> Path:
     """Write the repository's params.yaml, with ``overrides``, to ``path``."""
     path.write_text(yaml.safe_dump(with_overrides(default_params(), overrides or {}), sort_keys=False))
     return path
+
+
+def section(dotted: str, **overrides: Any) -> Any:
+    """A typed params section (``"train"``, ``"models.unet"``, ...) of the repository's params, with overrides."""
+    params = validate(default_params())
+    for key in dotted.split("."):
+        params = getattr(params, key)
+    values = {key: (dataclasses.replace(getattr(params, key), **value) if isinstance(value, dict) else value)
+              for key, value in overrides.items()}
+    return dataclasses.replace(params, **values)
+
+
+def train_params(**overrides: Any) -> TrainParams:
+    """``train.*`` of the repository's params with overrides; ``augment`` may be a dict of its keys."""
+    return section("train", **overrides)
+
+
+def augment_params(**overrides: float) -> AugmentParams:
+    return section("train.augment", **overrides)
+
+
+def evaluate_params(**overrides: Any) -> EvaluateParams:
+    return section("evaluate", **overrides)
+
+
+def unet(**overrides: Any) -> Any:
+    return section("models.unet", **overrides)
+
+
+def resnet(**overrides: Any) -> Any:
+    return section("models.resnet34_unet", **overrides)
+
+
+def augmentation(**overrides: float) -> AugmentParams:
+    """Augmentation params: horizontal flips with probability 0.5 and nothing else, unless overridden."""
+    return AugmentParams(**{"hflip": 0.5, "vflip": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
+                            **overrides})

@@ -19,7 +19,7 @@ from petseg.data.archives import open_checked
 from petseg.data.download import extract_raw
 from petseg.errors import DataError
 from tests.paramsfile import write_params
-from tests.test_download_support import add_file, add_special, md5
+from tests.archiveserver import add_file, add_special, md5
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from petseg.data.augment import AugmentConfig, augment_batch
+from petseg.data.augment import augment_batch
+from tests.paramsfile import augmentation
 
 
 def batch(n: int = 16, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,7 +17,7 @@ def batch(n: int = 16, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_flips_move_image_and_mask_together():
     images, masks = batch()
-    out_images, out_masks = augment_batch(images, masks, AugmentConfig(hflip=0.5, vflip=0.5), torch.Generator().manual_seed(1))
+    out_images, out_masks = augment_batch(images, masks, augmentation(hflip=0.5, vflip=0.5), torch.Generator().manual_seed(1))
     flipped_any = False
     for i in range(len(images)):
         candidates = {
@@ -33,15 +34,15 @@ def test_flips_move_image_and_mask_together():
 
 def test_probability_zero_changes_nothing_and_one_always_flips():
     images, masks = batch()
-    same = augment_batch(images, masks, AugmentConfig(hflip=0.0), torch.Generator().manual_seed(1))
+    same = augment_batch(images, masks, augmentation(hflip=0.0), torch.Generator().manual_seed(1))
     assert torch.equal(same[0], images) and torch.equal(same[1], masks)
-    flipped = augment_batch(images, masks, AugmentConfig(hflip=1.0), torch.Generator().manual_seed(1))
+    flipped = augment_batch(images, masks, augmentation(hflip=1.0), torch.Generator().manual_seed(1))
     assert torch.equal(flipped[0], images.flip(-1)) and torch.equal(flipped[1], masks.flip(-1))
 
 
 def test_colour_jitter_changes_images_within_range_and_leaves_masks():
     images, masks = batch()
-    config = AugmentConfig(hflip=0.0, brightness=0.4, contrast=0.4, saturation=0.4)
+    config = augmentation(hflip=0.0, brightness=0.4, contrast=0.4, saturation=0.4)
     out_images, out_masks = augment_batch(images, masks, config, torch.Generator().manual_seed(2))
     assert torch.equal(out_masks, masks)
     assert not torch.allclose(out_images, images)
@@ -54,7 +55,7 @@ def test_colour_jitter_changes_images_within_range_and_leaves_masks():
 def test_brightness_scales_each_image_by_one_factor_in_range():
     images, masks = batch()
     images = images * 0.5  # no clipping at 1.4x
-    out, _ = augment_batch(images, masks, AugmentConfig(hflip=0.0, brightness=0.4), torch.Generator().manual_seed(3))
+    out, _ = augment_batch(images, masks, augmentation(hflip=0.0, brightness=0.4), torch.Generator().manual_seed(3))
     factors = out / images
     per_image = factors.flatten(1)
     assert torch.allclose(per_image, per_image[:, :1].expand_as(per_image), atol=1e-5)
@@ -63,7 +64,7 @@ def test_brightness_scales_each_image_by_one_factor_in_range():
 
 def test_same_generator_seed_gives_the_same_batch():
     images, masks = batch()
-    config = AugmentConfig(hflip=0.5, vflip=0.5, brightness=0.2, contrast=0.2, saturation=0.2)
+    config = augmentation(hflip=0.5, vflip=0.5, brightness=0.2, contrast=0.2, saturation=0.2)
     a = augment_batch(images, masks, config, torch.Generator().manual_seed(5))
     b = augment_batch(images, masks, config, torch.Generator().manual_seed(5))
     c = augment_batch(images, masks, config, torch.Generator().manual_seed(6))

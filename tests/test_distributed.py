@@ -10,6 +10,7 @@ is checked against one process with the same global batch, within a tolerance.
 
 from __future__ import annotations
 
+import dataclasses
 import csv
 import shutil
 import signal
@@ -25,7 +26,10 @@ from petseg.checkpoint import load_checkpoint, model_from_checkpoint
 from petseg.data.cache import load_split
 from petseg.losses import get_loss
 from petseg.params import load_params
-from petseg.training import SplitTensors, TrainConfig, fit, validate
+from petseg.training import fit
+from petseg.training.batches import SplitTensors
+from petseg.training.log import EPOCH_METRICS
+from petseg.training.loops import validate
 from tests.cachemaker import write_cache
 from tests.paramsfile import REPO, write_params
 
@@ -37,7 +41,7 @@ TINY = {
     "train.augment": {"hflip": 0.0, "vflip": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0},
     "models.unet.base_channels": 4, "models.unet.batch_size": 8,
 }
-LOGGED = ("train/loss", "train/dice", "val/loss", "val/dice", "lr")
+LOGGED = EPOCH_METRICS
 
 # Two processes vs one with the same global batch of 8. The gradient all-reduce, the data split and
 # the metric reduction are exact (with BatchNorm replaced by Identity the two runs agree to 5e-8 in
@@ -55,7 +59,8 @@ DICE_TOLERANCE = 0.15
 
 
 def train_command(params: Path, cache: Path, out: Path, live: Path) -> list[str]:
-    return [sys.executable, "stages/train.py", "unet", "--params", str(params), "--cache", str(cache),
+    """The train stage as dvc.yaml runs it (a module; its torchrun workers are relaunched as the module too)."""
+    return [sys.executable, "-m", "stages.train", "unet", "--params", str(params), "--cache", str(cache),
             "--out", str(out), "--live", str(live), "--no-progress"]
 
 
@@ -97,8 +102,8 @@ def runs(tmp_path_factory) -> Runs:
     cache = write_cache(root / "cache", {"train": 48, "val": 16}, image_size=32)
     params = write_params(root / "two.yaml", {**TINY, "train.nproc_per_node": 2})
     two = run_stage(params, cache, root / "two", root / "two.live")
-    one = TrainConfig.from_params({**load_params(params)["train"], "nproc_per_node": 1})
-    single = fit("unet", {"base_channels": 4, "batch_size": 8}, one, cache, root / "one", progress=False)
+    one = dataclasses.replace(load_params(params).train, nproc_per_node=1)
+    single = fit("unet", load_params(params).models.unet, one, cache, root / "one", progress=False)
     return Runs(root, cache, params, two, single.history)
 
 
@@ -111,10 +116,10 @@ def test_two_processes_train_and_only_rank_0_writes(runs: Runs):
     for metric in LOGGED:
         assert [int(r["step"]) for r in log_rows(runs.root / "two.live", metric)] == list(range(1, EPOCHS + 1)), metric
     last = load_checkpoint(runs.root / "two" / "last.pt")
-    assert last["epoch"] == EPOCHS and len(last["history"]) == EPOCHS
-    assert last["signature"]["world_size"] == 2 and last["params"]["train"]["nproc_per_node"] == 2
+    assert last.epoch == EPOCHS and len(last.history) == EPOCHS
+    assert last.signature["world_size"] == 2 and last.params["train"]["nproc_per_node"] == 2
     logged = [float(r["dice"]) for r in log_rows(runs.root / "two.live", "val/dice")]
-    assert logged == pytest.approx([r["val/dice"] for r in last["history"]], abs=1e-6)
+    assert logged == pytest.approx([r["val/dice"] for r in last.history], abs=1e-6)
 
 
 def test_logged_validation_is_that_of_the_saved_model_on_all_of_val(runs: Runs):
@@ -124,12 +129,12 @@ def test_logged_validation_is_that_of_the_saved_model_on_all_of_val(runs: Runs):
     val = SplitTensors(load_split(runs.cache, "val"), torch.device("cpu"))
     again = validate(model, val, 8, get_loss("bce+dice"))
     assert again.images == 16
-    assert again.loss == pytest.approx(last["history"][-1]["val/loss"], rel=1e-5)
-    assert again.dice == pytest.approx(last["history"][-1]["val/dice"], abs=1e-3)  # a pixel at the threshold may flip
+    assert again.loss == pytest.approx(last.history[-1]["val/loss"], rel=1e-5)
+    assert again.dice == pytest.approx(last.history[-1]["val/dice"], abs=1e-3)  # a pixel at the threshold may flip
 
 
 def test_two_processes_match_one_process_of_the_same_global_batch(runs: Runs):
-    two = load_checkpoint(runs.root / "two" / "last.pt")["history"]
+    two = load_checkpoint(runs.root / "two" / "last.pt").history
     assert len(two) == len(runs.one_history) == EPOCHS
     for mine, single in zip(two, runs.one_history):
         assert mine["lr"] == single["lr"]
@@ -155,14 +160,14 @@ def test_a_killed_two_process_run_resumes_to_exactly_the_uninterrupted_result(ru
     assert killed.returncode == 128 + signal.SIGTERM, rest
     assert "stopped by SIGTERM" in rest
     assert not processes_mentioning(str(out))  # both workers ended with it
-    assert load_checkpoint(out / "last.pt")["epoch"] in (1, 2)
+    assert load_checkpoint(out / "last.pt").epoch in (1, 2)
 
     resumed = run_stage(runs.params, runs.cache, out, live)
     assert "resuming from" in resumed.stderr
     a, b = load_checkpoint(runs.root / "two" / "last.pt"), load_checkpoint(out / "last.pt")
-    assert a["history"] == b["history"] and a["best_epoch"] == b["best_epoch"]
+    assert a.history == b.history and a.best_epoch == b.best_epoch
     for name in ("last.pt", "best.pt"):
-        wa, wb = load_checkpoint(runs.root / "two" / name)["model"], load_checkpoint(out / name)["model"]
+        wa, wb = load_checkpoint(runs.root / "two" / name).model, load_checkpoint(out / name).model
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
     for metric in LOGGED:
         assert log_rows(live, metric) == log_rows(runs.root / "two.live", metric), metric

@@ -19,7 +19,7 @@ from petseg.data.preprocess import preprocess
 from petseg.data.synthetic import generate
 from petseg.errors import DataError
 from tests.paramsfile import write_params
-from tests.test_download_support import CUT, STALL, Server, md5, tar_gz
+from tests.archiveserver import CUT, STALL, Server, md5, tar_gz
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ import pytest
 from petseg.data import fetch
 from petseg.data.download import fetch_archive
 from petseg.errors import DataError
-from tests.test_download_support import CUT, IGNORE_RANGE, STALL, Server, md5
+from tests.archiveserver import CUT, IGNORE_RANGE, STALL, Server, md5
 
 BODY = random.Random(14).randbytes(300_001)  # odd length: the middle is not a round number
 PATH = "/pets/data.bin"

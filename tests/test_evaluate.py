@@ -17,17 +17,14 @@ from PIL import Image
 
 from petseg.checkpoint import load_checkpoint, save_checkpoint
 from petseg.errors import CheckpointError
-from petseg.evaluation import (
-    EvaluateConfig,
-    evaluate_models,
-    gallery_pixel_size,
-    merge_report,
-    predict_probabilities,
-    worst_indices,
-)
+from petseg.evaluation import evaluate_models
+from petseg.evaluation.run import merge_report
 from petseg.models import build_model
-from petseg.training import TrainConfig, fit
+from petseg.plotting.gallery import gallery_pixel_size, worst_indices
+from petseg.predict import probabilities
+from petseg.training import fit
 from tests.cachemaker import write_cache
+from tests.paramsfile import evaluate_params, train_params, unet
 
 REPO = Path(__file__).resolve().parents[1]
 EMPTY_INDEX = 3  # this test image gets an empty truth mask
@@ -52,14 +49,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trimaps[EMPTY_INDEX] = 2
     np.save(cache / "test" / "masks.npy", masks)
     np.save(cache / "test" / "trimaps.npy", trimaps)
-    fit("unet", {"base_channels": 4, "batch_size": 8}, TrainConfig(epochs=2, lr=3e-3), cache, root / "models" / "unet",
+    fit("unet", unet(base_channels=4, batch_size=8), train_params(epochs=2, lr=3e-3, device="cpu"), cache, root / "models" / "unet",
         live_dir=None, progress=False)
     return root
 
 
 def independent_logits(checkpoint_path: Path, images: np.ndarray, flip: bool = False) -> np.ndarray:
     """float32 logits N x H x W straight from the checkpoint file (one contiguous batch)."""
-    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)  # the file itself, not petseg's reader
     model = build_model(state["model_name"], **state["model_params"])
     model.load_state_dict(state["model"])
     model.eval()
@@ -98,7 +95,7 @@ def read_table(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 def run_evaluate(root: Path, out: str, **config: object) -> dict:
     return evaluate_models(
-        ["unet"], EvaluateConfig(**config), cache_dir=root / "cache", models_dir=root / "models",
+        ["unet"], evaluate_params(**config), cache_dir=root / "cache", models_dir=root / "models",
         metrics_path=root / out / "evaluate.json", plots_dir=root / out / "plots", device="cpu",
     )  # fmt: skip
 
@@ -129,8 +126,8 @@ def test_per_image_table_and_metrics_match_numpy(workspace: Path) -> None:
     assert unet["dice_pooled"] == pytest.approx(2 * total[0] / (2 * total[0] + total[1] + total[2]), abs=1e-12)
     assert unet["pixel_accuracy"] == pytest.approx((total[0] + total[3]) / total.sum(), abs=1e-12)
     checkpoint = load_checkpoint(workspace / "models" / "unet" / "best.pt")
-    assert unet["checkpoint_epoch"] == checkpoint["epoch"]
-    assert unet["checkpoint_val_dice"] == checkpoint["val_dice"]
+    assert unet["checkpoint_epoch"] == checkpoint.epoch
+    assert unet["checkpoint_val_dice"] == checkpoint.val_dice
     assert unet["threshold"] == 0.5 and unet["tta"] is False
 
 
@@ -151,9 +148,9 @@ def test_gallery_shows_the_worst_images(workspace: Path) -> None:
 def test_both_empty_scores_one(workspace: Path) -> None:
     """A model that predicts nothing scores 1 on the image with no pet and 0 on every other."""
     state = load_checkpoint(workspace / "models" / "unet" / "best.pt")
-    state["model"]["head.bias"] = torch.full_like(state["model"]["head.bias"], -1000.0)
+    state.model["head.bias"] = torch.full_like(state.model["head.bias"], -1000.0)
     blind = workspace / "blind"
-    save_checkpoint(blind / "models" / "unet" / "best.pt", {k: v for k, v in state.items() if k != "format"})
+    save_checkpoint(blind / "models" / "unet" / "best.pt", state)
     (blind / "cache").symlink_to(workspace / "cache")
     sections = run_evaluate(blind, "out", n_worst=2)
     _, dice, iou = read_table(blind / "out" / "plots" / "unet.csv")
@@ -176,7 +173,7 @@ def test_tta_averages_the_flipped_probabilities(workspace: Path) -> None:
 
     model, _ = load_model(path)
     x = torch.from_numpy(images.astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-    with_tta = predict_probabilities(model, x, tta=True)[:, 0].numpy()
+    with_tta = probabilities(model, x, tta=True)[:, 0].numpy()
     np.testing.assert_allclose(with_tta, averaged, atol=1e-6)
     assert np.abs(with_tta - plain).max() > 1e-3  # the flip really changes the map
 
@@ -189,7 +186,7 @@ def test_tta_averages_the_flipped_probabilities(workspace: Path) -> None:
 
 def test_missing_checkpoint_names_the_stage(workspace: Path) -> None:
     with pytest.raises(CheckpointError, match=r"resnet34_unet/best.pt.*train_resnet"):
-        evaluate_models(["unet", "resnet34_unet"], EvaluateConfig(), cache_dir=workspace / "cache",
+        evaluate_models(["unet", "resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache",
                         models_dir=workspace / "models", metrics_path=workspace / "never.json",
                         plots_dir=workspace / "never", device="cpu")
     assert not (workspace / "never.json").exists() and not (workspace / "never").exists()
@@ -199,7 +196,7 @@ def test_checkpoint_of_another_model_is_refused(workspace: Path, tmp_path: Path)
     (tmp_path / "resnet34_unet").mkdir()
     (tmp_path / "resnet34_unet" / "best.pt").symlink_to(workspace / "models" / "unet" / "best.pt")
     with pytest.raises(CheckpointError, match="holds a unet model, expected resnet34_unet"):
-        evaluate_models(["resnet34_unet"], EvaluateConfig(), cache_dir=workspace / "cache", models_dir=tmp_path,
+        evaluate_models(["resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache", models_dir=tmp_path,
                         metrics_path=tmp_path / "m.json", plots_dir=tmp_path / "p", device="cpu")
 
 
@@ -209,7 +206,7 @@ def test_corrupt_checkpoint_stops_before_any_output(workspace: Path, tmp_path: P
     whole = (tmp_path / "unet" / "best.pt").read_bytes()
     (tmp_path / "resnet34_unet" / "best.pt").write_bytes(whole[: len(whole) // 3])  # truncated
     with pytest.raises(CheckpointError, match=r"resnet34_unet/best.pt: not a readable checkpoint"):
-        evaluate_models(["unet", "resnet34_unet"], EvaluateConfig(), cache_dir=workspace / "cache",
+        evaluate_models(["unet", "resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache",
                         models_dir=tmp_path, metrics_path=tmp_path / "m.json", plots_dir=tmp_path / "p", device="cpu")
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "p").exists()
 

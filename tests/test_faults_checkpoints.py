@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from petseg.checkpoint import FORMAT, load_checkpoint, load_model, save_checkpoint
+from petseg.checkpoint import FORMAT, Checkpoint, load_checkpoint, load_model, save_checkpoint
 from petseg.errors import CheckpointError
 from petseg.models import build_model
-from petseg.training import TrainConfig, fit
+from petseg.training import fit
 from tests.cachemaker import write_cache
-from tests.paramsfile import REPO
+from tests.paramsfile import REPO, train_params, unet
 
 
 def tiny_state(base_channels: int = 4) -> dict:
@@ -35,7 +35,7 @@ def tiny_state(base_channels: int = 4) -> dict:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("good") / "best.pt"
-    save_checkpoint(path, tiny_state())
+    save_checkpoint(path, Checkpoint(**tiny_state()))
     return path
 
 
@@ -123,7 +123,7 @@ def test_damaged_tensor_data_fails_its_checksum(good: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize("content,complaint", [
     ([1, 2, 3], "not a petseg checkpoint (holds a list, not a dict)"),
     (torch.zeros(3), "not a petseg checkpoint (holds a Tensor, not a dict)"),
-    ({"model": {}}, "not a petseg checkpoint (missing format, model_name, model_params, epoch, image_size)"),
+    ({"model": {}}, "not a petseg checkpoint (missing format, model_name, model_params, image_size, epoch)"),
     ({"format": "other/2"}, "unsupported checkpoint format 'other/2'"),
     ({"model_name": 3}, "model_name = 3 is not a string"),
     ({"model": [torch.zeros(1)]}, "model is not a state_dict"),
@@ -165,7 +165,7 @@ def test_other_files_named_like_checkpoints(tmp_path: Path) -> None:
 ])  # fmt: skip
 def test_weights_of_another_model_are_refused_concisely(tmp_path: Path, change: dict, complaint: str) -> None:
     path = tmp_path / "best.pt"
-    save_checkpoint(path, {**tiny_state(), **change})
+    save_checkpoint(path, Checkpoint(**{**tiny_state(), **change}))
     with pytest.raises(CheckpointError) as info:
         load_model(path)
     message = str(info.value)
@@ -175,12 +175,12 @@ def test_weights_of_another_model_are_refused_concisely(tmp_path: Path, change: 
 
 def test_training_names_a_corrupt_best_checkpoint_beside_a_good_last(tmp_path: Path) -> None:
     cache = write_cache(tmp_path / "cache", {"train": 8, "val": 4}, image_size=32)
-    section, config = {"base_channels": 4, "batch_size": 4}, TrainConfig(epochs=1, lr=1e-3, device="cpu")
+    section, config = unet(base_channels=4, batch_size=4), train_params(epochs=1, lr=1e-3, scheduler="none", device="cpu")
     fit("unet", section, config, cache, tmp_path / "m", progress=False)
     best = tmp_path / "m" / "best.pt"
     data = best.read_bytes()
     best.unlink()  # best.pt and last.pt may share one inode (a hard link): damage a copy, as a cut transfer would
     best.write_bytes(data[:2000])
     with pytest.raises(CheckpointError, match=rf"^{best}: not a readable checkpoint"):
-        fit("unet", section, TrainConfig(epochs=2, lr=1e-3, device="cpu"), cache, tmp_path / "m", progress=False)
-    assert load_checkpoint(tmp_path / "m" / "last.pt")["epoch"] == 1  # untouched
+        fit("unet", section, train_params(epochs=2, lr=1e-3, scheduler="none", device="cpu"), cache, tmp_path / "m", progress=False)
+    assert load_checkpoint(tmp_path / "m" / "last.pt").epoch == 1  # untouched

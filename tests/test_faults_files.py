@@ -8,6 +8,7 @@ so that writes fail with EFBIG) stands in for a full disk without root.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -23,21 +24,23 @@ import pytest
 import torch
 from PIL import Image
 
-from petseg.checkpoint import load_checkpoint, save_checkpoint
+from petseg.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from petseg.data.cache import load_split
 from petseg.data.preprocess import preprocess
 from petseg.data.synthetic import generate
 from petseg.errors import DataError
-from petseg.evaluation import EvaluateConfig, evaluate_models, merge_report
-from petseg.inference import save_png
+from petseg.evaluation import evaluate_models
+from petseg.evaluation.run import merge_report
+from petseg.evaluation.tables import read_per_image_csv
 from petseg.io import TEMP_MARK, atomic_path, remove_stale_temps, save_npy, write_json, write_text
 from petseg.models import build_model
 from petseg.params import load_params
-from petseg.plotting import read_metric, read_per_image_csv
-from petseg.training import TrainConfig, fit
+from petseg.plotting.panel import save_png
+from petseg.training import fit
+from petseg.training.log import read_metric
 from tests.cachemaker import write_cache
 from tests.forkrun import in_child
-from tests.paramsfile import REPO, write_params
+from tests.paramsfile import REPO, evaluate_params, train_params, unet, write_params
 from tests.projectcopy import copy_project, dvc_env
 
 
@@ -56,8 +59,8 @@ def versions() -> list[dict]:
         model = build_model("unet", base_channels=4)
         rng = np.random.default_rng(version)
         result.append({
-            "checkpoint": {"model_name": "unet", "model_params": {"base_channels": 4}, "model": model.state_dict(),
-                           "epoch": version + 1, "image_size": 32},
+            "checkpoint": Checkpoint(model_name="unet", model_params={"base_channels": 4}, model=model.state_dict(),
+                                     image_size=32, epoch=version + 1),
             "array": rng.integers(0, 256, (64, 64, 64, 3), dtype=np.uint8),
             "json": {"unet": {"dice_mean": 0.5 + version / 10, "pad": "x" * 200_000}},
             "csv": "name,dice,iou\n" + "".join(f"img_{i},{version}.0,{version}.0\n" for i in range(20_000)),
@@ -78,9 +81,9 @@ def which_version(directory: Path, candidates: list[dict]) -> dict[str, int]:
     """For each output, the version it holds whole; fails on a half-written or mixed file."""
     found = {}
     for name in ("last.pt", "best.pt"):
-        epoch = load_checkpoint(directory / name)["epoch"]
-        weights = load_checkpoint(directory / name)["model"]
-        expected = candidates[epoch - 1]["checkpoint"]["model"]
+        epoch = load_checkpoint(directory / name).epoch
+        weights = load_checkpoint(directory / name).model
+        expected = candidates[epoch - 1]["checkpoint"].model
         assert all(torch.equal(weights[key], expected[key]) for key in expected), name
         found[name] = epoch - 1
     array = np.load(directory / "images.npy")
@@ -212,8 +215,8 @@ def test_disk_full_during_training_keeps_the_previous_checkpoints(tmp_path: Path
         "models.unet.base_channels": 4, "models.unet.batch_size": 4,
     })  # fmt: skip
     values = load_params(params)
-    one_epoch = TrainConfig.from_params({**values["train"], "epochs": 1})
-    fit("unet", values["models"]["unet"], one_epoch, cache, tmp_path / "m", progress=False)
+    one_epoch = dataclasses.replace(values.train, epochs=1)
+    fit("unet", values.models.unet, one_epoch, cache, tmp_path / "m", progress=False)
     before = {name: (tmp_path / "m" / name).read_bytes() for name in ("best.pt", "last.pt")}
     limit = len(before["last.pt"]) // 2
 
@@ -233,7 +236,7 @@ def test_disk_full_during_training_keeps_the_previous_checkpoints(tmp_path: Path
     assert "nothing was replaced" in last_line
     for name, content in before.items():
         assert (tmp_path / "m" / name).read_bytes() == content
-        assert load_checkpoint(tmp_path / "m" / name)["epoch"] == 1
+        assert load_checkpoint(tmp_path / "m" / name).epoch == 1
     assert temps(tmp_path / "m") == []
 
 
@@ -290,16 +293,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def test_damaged_cache_files_are_named_by_evaluate_and_train(tmp_path: Path, name: str, damage, complaint: str) -> None:
     cache = write_cache(tmp_path / "cache", {"train": 8, "val": 8, "test": 8}, image_size=32)
     models = tmp_path / "models"
-    save_checkpoint(models / "unet" / "best.pt", {"model_name": "unet", "model_params": {"base_channels": 4},
-                    "model": build_model("unet", base_channels=4).state_dict(), "epoch": 1, "image_size": 32})
+    save_checkpoint(models / "unet" / "best.pt", Checkpoint(model_name="unet", model_params={"base_channels": 4},
+                    model=build_model("unet", base_channels=4).state_dict(), image_size=32, epoch=1))
     for split in ("test", "train"):
         path = cache / split / name
         path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DataError) as evaluated:
-        evaluate_models(["unet"], EvaluateConfig(), cache_dir=cache, models_dir=models,
+        evaluate_models(["unet"], evaluate_params(), cache_dir=cache, models_dir=models,
                         metrics_path=tmp_path / "metrics.json", plots_dir=tmp_path / "plots", device="cpu")
     with pytest.raises(DataError) as trained:
-        fit("unet", {"base_channels": 4, "batch_size": 4}, TrainConfig(epochs=1, lr=1e-3, device="cpu"), cache,
+        fit("unet", unet(base_channels=4, batch_size=4), train_params(epochs=1, lr=1e-3, device="cpu"), cache,
             tmp_path / "out", progress=False)
     for info, split in ((evaluated, "test"), (trained, "train")):
         assert str(info.value).startswith(f"{cache / split / name}: ") and complaint in str(info.value)

@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from petseg.checkpoint import save_checkpoint
+from petseg.checkpoint import Checkpoint, save_checkpoint
+from petseg.data.imaging import UnusableFile, read_photo
 from petseg.errors import DataError, OutputError
-from petseg.inference import SkipImage, infer_folder, load_image, panel_size, raw_test_images
+from petseg.inference import infer_folder, raw_test_images
+from petseg.plotting.panel import panel_size
 from petseg.io import TEMP_MARK
 from petseg.models import build_model
 from tests.forkrun import in_child
@@ -37,8 +39,8 @@ def picture(width: int, height: int) -> Image.Image:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny UNet: these tests are about files, not predictions."""
     path = tmp_path_factory.mktemp("model") / "best.pt"
-    save_checkpoint(path, {"model_name": "unet", "model_params": {"base_channels": 4},
-                           "model": build_model("unet", base_channels=4).state_dict(), "epoch": 1, "image_size": 32})
+    save_checkpoint(path, Checkpoint(model_name="unet", model_params={"base_channels": 4},
+                                     model=build_model("unet", base_channels=4).state_dict(), image_size=32, epoch=1))
     return path
 
 
@@ -66,8 +68,8 @@ def test_odd_entries_are_skipped_with_a_reason_and_the_run_goes_on(
     assert sorted(path.name for path in result.written) == ["cat_mask.png", "outside_mask.png"]
     reasons = {item.path.name: item.reason for item in result.skipped}
     assert reasons == {
-        "album.jpg": "not a file: a folder, not an image file (subfolders are not searched)",
-        "album_link.jpg": "not a file: a folder, not an image file (subfolders are not searched)",
+        "album.jpg": "not a file: a folder, not an image file",
+        "album_link.jpg": "not a file: a folder, not an image file",
         "loop.jpg": "not a file: a symbolic link loop",
         "ping.png": "not a file: a symbolic link loop",
         "pong.png": "not a file: a symbolic link loop",
@@ -80,13 +82,13 @@ def test_odd_entries_are_skipped_with_a_reason_and_the_run_goes_on(
 
 
 def _load_as_nobody(path: Path) -> str:
-    """load_image(path) in a forked process running as user nobody: 'ok' or 'kind|reason' of the skip."""
+    """read_photo(path) in a forked process running as user nobody: 'ok' or 'kind|reason' of the skip."""
 
     def work() -> str:
         try:
-            load_image(path)
+            read_photo(path)
             return "ok"
-        except SkipImage as skip:
+        except UnusableFile as skip:
             return f"{skip.kind}|{skip}"
 
     message = in_child(work, user=NOBODY)
@@ -104,8 +106,8 @@ def test_an_unreadable_file_is_skipped_for_real(checkpoint: Path) -> None:
         if os.geteuid() == 0:
             kind, reason = _load_as_nobody(locked).split("|", 1)
         else:
-            with pytest.raises(SkipImage) as info:
-                load_image(locked)
+            with pytest.raises(UnusableFile) as info:
+                read_photo(locked)
             kind, reason = info.value.kind, str(info.value)
         assert kind == "unreadable" and "Permission denied" in reason
     finally:
@@ -166,5 +168,5 @@ def test_hostile_names_in_the_test_list_are_refused(tmp_path: Path) -> None:
     annotations.mkdir(parents=True)
     for name in ("../../etc/passwd", "..\\evil", ".hidden"):
         (annotations / "test.txt").write_text(f"cat_1 1 1 1\n{name} 1 1 1\n")
-        with pytest.raises(DataError, match=r"test\.txt: invalid image name"):
+        with pytest.raises(DataError, match=r"test\.txt, line 2: .* is not a valid image name"):
             raw_test_images(tmp_path / "raw")

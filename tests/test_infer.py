@@ -18,19 +18,12 @@ from PIL import Image, ImageFile
 
 from petseg.checkpoint import load_model
 from petseg.errors import CheckpointError, DataError
-from petseg.inference import (
-    GAP,
-    infer_folder,
-    load_image,
-    load_trimap,
-    output_names,
-    panel_size,
-    resolve_checkpoint,
-    safe_stem,
-    tile_size,
-)
-from petseg.training import TrainConfig, fit
+from petseg.data.imaging import read_photo, read_trimap
+from petseg.inference import infer_folder, output_names, resolve_checkpoint, safe_stem
+from petseg.plotting.panel import GAP, panel_size, tile_size
+from petseg.training import fit
 from tests.cachemaker import write_cache
+from tests.paramsfile import train_params, unet
 
 REPO = Path(__file__).resolve().parents[1]
 SAFE_OUTPUT = re.compile(r"[\w.\-]+_(mask|panel)\.png")
@@ -69,7 +62,7 @@ def write_png16_rgb(path: Path, array: np.ndarray) -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("infer-model")
     cache = write_cache(root / "cache", {"train": 32, "val": 8}, image_size=32)
-    fit("unet", {"base_channels": 4, "batch_size": 8}, TrainConfig(epochs=2, lr=3e-3), cache, root / "models" / "unet",
+    fit("unet", unet(base_channels=4, batch_size=8), train_params(epochs=2, lr=3e-3, device="cpu"), cache, root / "models" / "unet",
         live_dir=None, progress=False)
     return root / "models" / "unet" / "best.pt"
 
@@ -157,7 +150,7 @@ def test_mask_is_the_bilinear_probability_map_thresholded(checkpoint: Path, infe
     """Recompute normal.jpg's mask: model at the checkpoint size, probabilities resized bilinear, then thresholded."""
     _, out = inferred
     model, state = load_model(checkpoint)
-    size = state["image_size"]
+    size = state.image_size
     with Image.open(messy / "images" / "normal.jpg") as image:
         small = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
     with torch.no_grad():
@@ -170,21 +163,22 @@ def test_mask_is_the_bilinear_probability_map_thresholded(checkpoint: Path, infe
 
 def test_pixel_formats_are_converted_properly(messy: Path) -> None:
     images = messy / "images"
-    gray, _, _ = load_image(images / "gray16.png")
+    gray = read_photo(images / "gray16.png", upright=True).rgb
     np.testing.assert_array_equal(np.asarray(gray)[..., 0], photo(60, 40)[..., 0])  # 16-bit scaled back to 8-bit
-    rgb16, _, _ = load_image(images / "rgb16.png")
+    rgb16 = read_photo(images / "rgb16.png", upright=True).rgb
     assert np.abs(np.asarray(rgb16).astype(int) - photo(64, 48)).max() <= 1
-    cmyk, _, _ = load_image(images / "cmyk.jpg")
+    cmyk = read_photo(images / "cmyk.jpg", upright=True).rgb
     assert cmyk.mode == "RGB" and cmyk.size == (70, 50)
-    rgba, _, _ = load_image(images / "rgba.png")
+    rgba = read_photo(images / "rgba.png", upright=True).rgb
     assert rgba.mode == "RGB" and rgba.getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_exif_rotation_turns_image_and_ground_truth_alike(messy: Path) -> None:
-    image, stored_size, transpose = load_image(messy / "images" / "rotated.jpg")
-    assert stored_size == (120, 80) and image.size == (80, 120)
-    trimap = load_trimap(messy / "annotations" / "trimaps" / "rotated.png", stored_size, transpose)
-    assert trimap is not None and trimap.shape == (120, 80)
+    rotated = read_photo(messy / "images" / "rotated.jpg", upright=True)
+    image = rotated.rgb
+    assert rotated.stored_size == (120, 80) and image.size == (80, 120)
+    trimap = read_trimap(messy / "annotations" / "trimaps" / "rotated.png", rotated.stored_size, rotated.transpose)
+    assert trimap.shape == (120, 80)
     red = np.asarray(image, dtype=np.float32)[..., 0]
     assert red[trimap == 1].mean() > red[trimap == 2].mean() + 100  # the pet is where the trimap says
 
@@ -227,7 +221,7 @@ def test_raw_test_list_is_the_default_input(checkpoint: Path, tmp_path: Path) ->
     Image.fromarray(pet_trimap(96, 64)).save(raw / "annotations" / "trimaps" / "cat_1.png")
     result = infer_folder(checkpoint, None, tmp_path / "out", raw_dir=raw, device="cpu", progress=False)
     assert sorted(p.name for p in result.written) == ["cat_1_mask.png", "dog_2_mask.png"]
-    assert [(item.path.name, item.kind) for item in result.skipped] == [("gone_3.jpg", "not a file")]
+    assert [(item.path.name, item.kind) for item in result.skipped] == [("gone_3.jpg", "missing")]
     with Image.open(tmp_path / "out" / "cat_1_panel.png") as panel:
         assert panel.size == panel_size(96, 64, with_truth=True)
 

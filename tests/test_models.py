@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from petseg.checkpoint import load_model, save_checkpoint
+from petseg.checkpoint import Checkpoint, load_model, save_checkpoint
 from petseg.errors import CheckpointError
 from petseg.models import MODELS, ResNet34UNet, UNet, build_model, count_parameters
 from petseg.models.resnet34_unet import ResNet34_Weights
@@ -30,7 +30,7 @@ class ModelContract:
         return build_model(cls.name, **cls.small_params)
 
     def test_registered(self):
-        assert self.name in MODELS
+        assert self.name in MODELS and isinstance(build_model(self.name, **self.small_params), MODELS[self.name].load_class())
 
     def test_parameter_count(self):
         model = build_model(self.name, **self.full_params)
@@ -81,15 +81,10 @@ class ModelContract:
     def test_save_and_load_round_trip(self, model, tmp_path: Path):
         model.eval()
         path = tmp_path / "model.pt"
-        save_checkpoint(path, {
-            "model_name": self.name,
-            "model_params": self.small_params,
-            "model": model.state_dict(),
-            "epoch": 1,
-            "image_size": 64,
-        })
+        save_checkpoint(path, Checkpoint(model_name=self.name, model_params=self.small_params,
+                                         model=model.state_dict(), image_size=64, epoch=1))
         loaded, checkpoint = load_model(path)
-        assert checkpoint["model_name"] == self.name
+        assert checkpoint.model_name == self.name
         x = torch.rand(2, 3, 64, 64)
         with torch.inference_mode():
             torch.testing.assert_close(loaded(x), model(x))

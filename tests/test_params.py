@@ -13,13 +13,13 @@ from petseg.errors import ParamsError
 from petseg.params import load_params, validate
 from tests.paramsfile import REPO, default_params, with_overrides, write_params
 
-STAGE_SCRIPTS = sorted(p.name for p in (REPO / "stages").glob("*.py"))
+STAGE_SCRIPTS = sorted(p.name for p in (REPO / "stages").glob("[a-z]*.py"))
 STAGE_ARGS = {"train.py": ["unet"]}
 
 
 def test_the_repository_params_are_valid():
     params = load_params(REPO / "params.yaml")
-    assert params["data"]["image_size"] % 32 == 0
+    assert params.data.image_size % 32 == 0 and params.train.augment.hflip == 0.5
 
 
 def test_every_config_preset_is_valid_and_complete():
@@ -84,7 +84,7 @@ def test_batch_size_must_split_evenly_across_processes():
 def test_numbers_read_as_yaml_1_2_like_dvc_does(tmp_path: Path):
     text = (REPO / "params.yaml").read_text().replace("lr: 0.003", "lr: 3e-4")
     (tmp_path / "params.yaml").write_text(text)
-    assert load_params(tmp_path / "params.yaml")["train"]["lr"] == 3e-4
+    assert load_params(tmp_path / "params.yaml").train.lr == 3e-4
 
 
 def test_unreadable_params_files_name_the_file(tmp_path: Path):
@@ -115,4 +115,4 @@ def test_stage_params_accept_dvc_style_overrides(tmp_path: Path):
     params = default_params()
     params["train"]["lr"] = 3e-4
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert load_params(tmp_path / "params.yaml")["train"]["lr"] == 3e-4
+    assert load_params(tmp_path / "params.yaml").train.lr == 3e-4

@@ -12,10 +12,12 @@ import pytest
 from PIL import Image
 
 from petseg.errors import DataError
-from petseg.evaluation import EvaluateConfig, evaluate_models
-from petseg.plotting import OUTPUTS, metric_path, plot_all, read_metric
-from petseg.training import TrainConfig, fit
+from petseg.evaluation import evaluate_models
+from petseg.plotting import OUTPUTS, plot_all
+from petseg.training import fit
+from petseg.training.log import metric_path, read_metric
 from tests.cachemaker import write_cache
+from tests.paramsfile import evaluate_params, train_params, unet
 
 REPO = Path(__file__).resolve().parents[1]
 BLUE, RED = (31, 119, 180), (214, 39, 40)  # matplotlib tab:blue, tab:red
@@ -31,13 +33,14 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     root = tmp_path_factory.mktemp("plot")
     cache = write_cache(root / "cache", {"train": 32, "val": 8, "test": 8}, image_size=32)
-    runs = {"unet": TrainConfig(epochs=3, lr=3e-3), "resnet34_unet": TrainConfig(epochs=2, lr=1e-3, scheduler="cosine")}
+    runs = {"unet": train_params(epochs=3, lr=3e-3, device="cpu"),
+            "resnet34_unet": train_params(epochs=2, lr=1e-3, scheduler="cosine", device="cpu")}
     for name, config in runs.items():
-        fit("unet", {"base_channels": 4, "batch_size": 8}, config, cache, root / "models" / name,
+        fit("unet", unet(base_channels=4, batch_size=8), config, cache, root / "models" / name,
             live_dir=root / "dvclive" / name, progress=False)
     (root / "plots" / "evaluate").mkdir(parents=True)
     for name in runs:  # each table from a real evaluation (of the first run's checkpoint, with and without TTA)
-        evaluate_models(["unet"], EvaluateConfig(tta=name != "unet", n_worst=0), cache_dir=cache,
+        evaluate_models(["unet"], evaluate_params(tta=name != "unet", n_worst=0), cache_dir=cache,
                         models_dir=root / "models", metrics_path=root / "metrics.json", plots_dir=root / "eval" / name,
                         device="cpu")
         shutil.copy(root / "eval" / name / "unet.csv", root / "plots" / "evaluate" / f"{name}.csv")
@@ -61,7 +64,7 @@ def test_four_valid_pngs_with_both_models(inputs: Path) -> None:
 
 
 def test_epochs_are_numbered_from_one(inputs: Path) -> None:
-    series = read_metric(metric_path(inputs / "dvclive", "unet", "val/dice"), "train_unet")
+    series = read_metric(metric_path(inputs / "dvclive" / "unet", "val/dice"), "train_unet")
     assert series.epochs.tolist() == [1, 2, 3]
     assert np.all((series.values >= 0) & (series.values <= 1))
 

@@ -196,26 +196,26 @@ def _size_mismatch(raw: Raw, name: str) -> None:
 CASES: dict[str, Case] = {
     "png_as_jpg": (_png_as_jpg, "converted", "PNG file named .jpg"),
     "gif_as_jpg": (_gif_as_jpg, "converted", "GIF file named .jpg; palette image (mode P) converted to RGB"),
-    "rgba": (_rgba, "converted", "PNG file named .jpg; RGBA image converted to RGB (alpha dropped)"),
+    "rgba": (_rgba, "converted", "PNG file named .jpg; RGBA image with transparency composited on white"),
     "palette": (_palette, "converted", "PNG file named .jpg; palette image (mode P) converted to RGB"),
     "grayscale": (_grayscale, "converted", "grayscale image (mode L) converted to RGB"),
     "cmyk": (_cmyk, "converted", "CMYK image converted to RGB"),
     "sixteen_bit": (_sixteen_bit, "converted", "PNG file named .jpg; 16-bit image (mode I"),
-    "missing_image": (_missing_image, "skipped", "image file missing: images/missing_image.jpg"),
-    "missing_trimap": (_missing_trimap, "skipped", "trimap file missing: annotations/trimaps/missing_trimap.png"),
-    "empty_image": (_empty_image, "skipped", "image file is empty (0 bytes)"),
-    "empty_trimap": (_empty_trimap, "skipped", "trimap file is empty (0 bytes)"),
-    "truncated_jpeg": (_truncated_jpeg, "skipped", "image unreadable: OSError: image file is truncated"),
-    "truncated_trimap": (_truncated_trimap, "skipped", "trimap unreadable: "),
+    "missing_image": (_missing_image, "skipped", "image: missing: missing_image.jpg"),
+    "missing_trimap": (_missing_trimap, "skipped", "trimap: missing: missing_trimap.png"),
+    "empty_image": (_empty_image, "skipped", "image: empty file: 0 bytes"),
+    "empty_trimap": (_empty_trimap, "skipped", "trimap: empty file: 0 bytes"),
+    "truncated_jpeg": (_truncated_jpeg, "skipped", "image: truncated or corrupt: image file is truncated"),
+    "truncated_trimap": (_truncated_trimap, "skipped", "trimap: "),
     "garbage_image": (
         _garbage_image,
         "skipped",
-        "image unreadable: UnidentifiedImageError: cannot identify image file 'garbage_image.jpg'",
+        "image: not an image: Pillow cannot identify the file as an image",
     ),
-    "trimap_zero": (_trimap_value(0), "skipped", "trimap values outside {1,2,3}: 0"),
-    "trimap_seven": (_trimap_value(7), "skipped", "trimap values outside {1,2,3}: 7"),
-    "trimap_rgb": (_trimap_rgb, "skipped", "trimap mode RGB, expected 8-bit L or P"),
-    "size_mismatch": (_size_mismatch, "skipped", "size mismatch: image 90x70, trimap 70x90 (width x height)"),
+    "trimap_zero": (_trimap_value(0), "skipped", "trimap: values outside {1,2,3}: 0"),
+    "trimap_seven": (_trimap_value(7), "skipped", "trimap: values outside {1,2,3}: 7"),
+    "trimap_rgb": (_trimap_rgb, "skipped", "trimap: wrong mode: mode RGB, expected 8-bit L or P"),
+    "size_mismatch": (_size_mismatch, "skipped", "trimap: size mismatch: image 90x70, trimap 70x90 (width x height)"),
 }
 PREFIX_ONLY = {"sixteen_bit", "truncated_jpeg", "truncated_trimap"}
 
@@ -274,10 +274,12 @@ def _official(trainval: list[str], test: list[str], every: int) -> dict[str, lis
 
 
 def _expected_arrays(raw: Raw, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Plain PIL, no draft, no EXIF rotation: the reference the cache must match exactly."""
+    """Plain PIL, no draft, no EXIF rotation, alpha on white: the reference the cache must match exactly."""
     with Image.open(raw.image(name)) as image:
         if image.mode.startswith("I"):
             image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
+        if image.mode == "RGBA":
+            image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
         expected_image = np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR))
     with Image.open(raw.trimap(name)) as trimap:
         expected_trimap = np.asarray(trimap.resize((SIZE, SIZE), Image.NEAREST))
@@ -425,7 +427,7 @@ def test_random_split_end_to_end(broken: tuple[Raw, Path, dict], tmp_path: Path)
 @pytest.mark.parametrize(
     ("line", "complaint"),
     [
-        ("good_00 1 1", "expected 'NAME CLASS_ID SPECIES BREED_ID'"),
+        ("good_00 1 1 1 1", "expected 'NAME CLASS_ID SPECIES BREED_ID'"),
         ("good_00 1 x 1", "must be integers"),
         ("good_00 1 3 1", "SPECIES must be 1 (cat) or 2 (dog)"),
         ("../etc/passwd 1 1 1", "not a valid image name"),
@@ -491,7 +493,8 @@ def test_shared_oxford_pet_sample(tmp_path: Path) -> None:
     expected = _official(trainval, test, 10)
     result = preprocess(SAMPLE, tmp_path / "cache", image_size=64, val_every=10, workers=2, progress=False)
     report = result.report
-    assert [report["counts"][s] for s in SPLITS] == [len(expected[s]) for s in SPLITS] == [35, 4, 8]
+    assert [report["counts"][s] for s in SPLITS] == [len(expected[s]) for s in SPLITS]
+    assert sum(report["counts"].values()) == len(trainval) + len(test) == 199  # the sample's README: 191 + 8
     assert report["skipped"] == [] and report["converted"] == []
     assert report["ignored_files"]["images"] == 1  # Abyssinian_34.jpg, a GIF in no list
     sample = Raw.__new__(Raw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import signal
 import subprocess
@@ -14,23 +15,24 @@ import pytest
 import torch
 
 from petseg.checkpoint import load_checkpoint
-from petseg.data.augment import AugmentConfig
 from petseg.data.cache import load_split
 from petseg.distributed import DistContext
 from petseg.errors import CheckpointError
-from petseg.training import TrainConfig, epoch_batches, fit
+from petseg.params import TrainParams
+from petseg.training import fit
+from petseg.training.batches import epoch_batches
 from tests.cachemaker import write_cache
-from tests.paramsfile import REPO, write_params
+from tests.paramsfile import REPO, augmentation, resnet, train_params, unet, write_params
 
-UNET = {"base_channels": 4, "batch_size": 8}
-AUGMENT = AugmentConfig(hflip=0.5, vflip=0.2, brightness=0.2, contrast=0.2, saturation=0.2)
+UNET = unet(base_channels=4, batch_size=8)
+AUGMENT = augmentation(hflip=0.5, vflip=0.2, brightness=0.2, contrast=0.2, saturation=0.2)
 
 
-def config(**overrides) -> TrainConfig:
+def config(**overrides) -> TrainParams:
     values = dict(epochs=3, lr=3e-3, weight_decay=1e-4, seed=7, loss="bce+dice", optimizer="adamw",
                   scheduler="onecycle", augment=AUGMENT, device="cpu")
     values.update(overrides)
-    return TrainConfig(**values)
+    return train_params(**values)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 def test_learns_well_beyond_predicting_all_pet(tmp_path: Path):
     cache = write_cache(tmp_path / "cache", {"train": 96, "val": 24}, image_size=32, seed=3)
-    result = fit("unet", {"base_channels": 8, "batch_size": 8}, config(epochs=8), cache, tmp_path / "m", progress=False)
+    result = fit("unet", unet(base_channels=8, batch_size=8), config(epochs=8), cache, tmp_path / "m", progress=False)
     masks = load_split(cache, "val").masks.reshape(24, -1).astype(np.float64)
     all_pet_dice = (2 * masks.sum(1) / (masks.shape[1] + masks.sum(1))).mean()
     assert result.best_dice > all_pet_dice + 0.25, (result.best_dice, all_pet_dice)
@@ -57,12 +59,12 @@ def test_checkpoints_hold_the_whole_training_state(cache: Path, tmp_path: Path):
     last = load_checkpoint(tmp_path / "m" / "last.pt")
     best = load_checkpoint(tmp_path / "m" / "best.pt")
     for key in ("model", "optimizer", "scheduler", "epoch", "best_dice", "best_epoch", "rng", "params", "history"):
-        assert key in last, key
-    assert last["epoch"] == 3 and len(last["history"]) == 3
-    assert last["params"]["train"]["lr"] == 3e-3 and last["params"]["model"] == UNET
-    assert best["epoch"] == result.best_epoch == last["best_epoch"]
-    assert best["val_dice"] == pytest.approx(max(r["val/dice"] for r in last["history"]))
-    assert last["image_size"] == 32 and last["model_name"] == "unet"
+        assert getattr(last, key) is not None, key
+    assert last.epoch == 3 and len(last.history) == 3
+    assert last.params["train"]["lr"] == 3e-3 and last.params["model"] == {"base_channels": 4, "batch_size": 8}
+    assert best.epoch == result.best_epoch == last.best_epoch
+    assert best.val_dice == pytest.approx(max(r["val/dice"] for r in last.history))
+    assert last.image_size == 32 and last.model_name == "unet"
 
 
 def test_dvclive_logs_one_row_per_epoch(cache: Path, tmp_path: Path):
@@ -87,7 +89,7 @@ def test_raising_epochs_continues_a_schedule_free_run_exactly(cache: Path, tmp_p
     straight = fit("unet", UNET, config(epochs=4, scheduler="plateau"), cache, tmp_path / "b", progress=False)
     assert extended.epochs_run == 2
     assert extended.history == straight.history
-    assert_same_weights(load_checkpoint(tmp_path / "a" / "last.pt")["model"], load_checkpoint(tmp_path / "b" / "last.pt")["model"])
+    assert_same_weights(load_checkpoint(tmp_path / "a" / "last.pt").model, load_checkpoint(tmp_path / "b" / "last.pt").model)
     rows = list(csv.DictReader((tmp_path / "live" / "plots" / "metrics" / "val" / "dice.tsv").open(), delimiter="\t"))
     assert len(rows) == 4  # logs appended, not restarted
 
@@ -102,12 +104,13 @@ def test_raising_epochs_under_onecycle_starts_over_and_says_why(cache: Path, tmp
 
 @pytest.mark.parametrize("change,expected", [
     ({"lr": 1e-3}, "train.lr: 0.003 -> 0.001"),
-    ({"augment": AugmentConfig(hflip=0.0)}, "train.augment.hflip"),
+    ({"augment": {"hflip": 0.0}}, "train.augment.hflip"),
     ({"loss": "dice"}, "train.loss"),
 ])
 def test_any_other_param_change_starts_over(cache: Path, tmp_path: Path, caplog, change, expected):
     fit("unet", UNET, config(epochs=2), cache, tmp_path / "m", progress=False)
     with caplog.at_level(logging.INFO, logger="petseg"):
+        change = {key: dataclasses.replace(AUGMENT, **value) if key == "augment" else value for key, value in change.items()}
         result = fit("unet", UNET, config(epochs=2, **change), cache, tmp_path / "m", progress=False)
     assert result.epochs_run == 2
     assert "starting over" in caplog.text and expected in caplog.text
@@ -117,12 +120,12 @@ def test_changed_model_width_or_data_starts_over(tmp_path: Path, caplog):
     cache = write_cache(tmp_path / "cache", {"train": 24, "val": 8}, image_size=32, seed=1)
     fit("unet", UNET, config(epochs=1), cache, tmp_path / "m", progress=False)
     with caplog.at_level(logging.INFO, logger="petseg"):
-        fit("unet", {**UNET, "base_channels": 6}, config(epochs=1), cache, tmp_path / "m", progress=False)
+        fit("unet", dataclasses.replace(UNET, base_channels=6), config(epochs=1), cache, tmp_path / "m", progress=False)
     assert "model.base_channels: 4 -> 6" in caplog.text
     write_cache(tmp_path / "cache", {"train": 24, "val": 8}, image_size=32, seed=2)  # same shapes, other pixels
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="petseg"):
-        result = fit("unet", {**UNET, "base_channels": 6}, config(epochs=1), cache, tmp_path / "m", progress=False)
+        result = fit("unet", dataclasses.replace(UNET, base_channels=6), config(epochs=1), cache, tmp_path / "m", progress=False)
     assert result.epochs_run == 1 and "data_fingerprint" in caplog.text
 
 
@@ -144,8 +147,8 @@ def test_every_optimizer_scheduler_and_loss_trains(cache: Path, tmp_path: Path, 
 
 def test_resnet34_unet_trains(tmp_path: Path):
     cache = write_cache(tmp_path / "cache", {"train": 8, "val": 4}, image_size=32)
-    result = fit("resnet34_unet", {"encoder_weights": None, "batch_size": 4}, config(epochs=1), cache, tmp_path / "m", progress=False)
-    assert load_checkpoint(tmp_path / "m" / "best.pt")["model_name"] == "resnet34_unet"
+    result = fit("resnet34_unet", resnet(encoder_weights=None, batch_size=4), config(epochs=1), cache, tmp_path / "m", progress=False)
+    assert load_checkpoint(tmp_path / "m" / "best.pt").model_name == "resnet34_unet"
     assert 0.0 <= result.best_dice <= 1.0
 
 
@@ -181,15 +184,15 @@ def test_training_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp
             break
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] in (2, 3)
+    assert load_checkpoint(tmp_path / "b" / "last.pt").epoch in (2, 3)
 
     resumed = subprocess.run(_train_command(params, cache, tmp_path / "b", tmp_path / "live_b"), cwd=REPO,
                              check=True, capture_output=True, text=True)
     assert "resuming from" in resumed.stderr
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
-    assert_same_weights(a["model"], b["model"])
-    assert a["history"] == b["history"] and a["best_epoch"] == b["best_epoch"]
-    assert_same_weights(load_checkpoint(tmp_path / "a" / "best.pt")["model"], load_checkpoint(tmp_path / "b" / "best.pt")["model"])
+    assert_same_weights(a.model, b.model)
+    assert a.history == b.history and a.best_epoch == b.best_epoch
+    assert_same_weights(load_checkpoint(tmp_path / "a" / "best.pt").model, load_checkpoint(tmp_path / "b" / "best.pt").model)
     for metric in ("train/dice.tsv", "val/loss.tsv"):
         log_a = (tmp_path / "live_a" / "plots" / "metrics" / metric).read_text()
         assert log_a == (tmp_path / "live_b" / "plots" / "metrics" / metric).read_text()

@@ -7,27 +7,17 @@ instead of per-sample Python, and is reproducible from the seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+
+from petseg.params import AugmentParams
 
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale
 _GRAY = (0.299, 0.587, 0.114)
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities of the flips and strengths of the colour jitter (factor in [1-x, 1+x])."""
-
-    hflip: float = 0.5
-    vflip: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-
-    @property
-    def active(self) -> bool:
-        return any((self.hflip, self.vflip, self.brightness, self.contrast, self.saturation))
+def is_active(config: AugmentParams) -> bool:
+    """Whether ``config`` changes anything at all."""
+    return any((config.hflip, config.vflip, config.brightness, config.contrast, config.saturation))
 
 
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -47,7 +37,7 @@ def _flip(x: torch.Tensor, chosen: torch.Tensor, dim: int) -> torch.Tensor:
 def augment_batch(
     images: torch.Tensor,
     masks: torch.Tensor,
-    config: AugmentConfig,
+    config: AugmentParams,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment float images N x 3 x H x W in [0, 1] and their masks N x 1 x H x W together.

@@ -20,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from petseg.errors import DataError
+from petseg.data.splits import SPLITS
 from petseg.io import load_npy
 
-SPLITS = ("train", "val", "test")
+__all__ = ["ARRAYS", "SPLITS", "Split", "fingerprint", "load_split", "split_dir"]
+
 ARRAYS = ("images", "masks", "trimaps")
 
 

@@ -34,6 +34,7 @@ TEST_LIST = "annotations/test.txt"
 LIST_FILES = (TRAINVAL_LIST, TEST_LIST)
 
 CAT, DOG = 1, 2
+SPECIES_NAMES = {CAT: "cat", DOG: "dog"}
 
 # The 37 breeds of the official release: CLASS_ID is the position in this
 # (case-insensitively sorted) list, from 1; cats are Capitalised, dogs lower_case.
@@ -72,22 +73,24 @@ def breeds() -> list[Breed]:
 
 @dataclass(frozen=True)
 class ListEntry:
-    """One line of trainval.txt or test.txt."""
+    """One line of trainval.txt or test.txt: ``NAME CLASS_ID SPECIES BREED_ID`` (the labels may be absent)."""
 
     name: str
-    class_id: int
-    species: int
-    breed_id: int
+    class_id: int | None = None  # 1..37, the position in BREEDS
+    species: int | None = None  # 1 cat, 2 dog
+    breed_id: int | None = None  # 1-based index within the species
 
     def line(self) -> str:
-        return f"{self.name} {self.class_id} {self.species} {self.breed_id}"
+        return " ".join(str(v) for v in (self.name, self.class_id, self.species, self.breed_id) if v is not None)
 
+    @property
+    def breed(self) -> str | None:
+        """The breed's name from CLASS_ID (None when absent or unknown)."""
+        return BREEDS[self.class_id - 1] if self.class_id is not None and 1 <= self.class_id <= len(BREEDS) else None
 
-def usable_cpus() -> int:
-    """CPU cores this process may run on (what "0 workers = one per core" means)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    @property
+    def species_name(self) -> str | None:
+        return SPECIES_NAMES.get(self.species) if self.species is not None else None
 
 
 def image_path(raw_dir: str | Path, name: str) -> Path:
@@ -99,7 +102,7 @@ def trimap_path(raw_dir: str | Path, name: str) -> Path:
 
 
 def read_list(path: str | Path) -> list[ListEntry]:
-    """Parse a split list (``NAME CLASS_ID SPECIES BREED_ID`` per line).
+    """Parse a split list: ``NAME CLASS_ID SPECIES BREED_ID`` per line, the labels after NAME optional.
 
     Blank lines and ``#`` comments (as in the official list.txt) are skipped; any
     other malformed line, or a name listed twice, is a DataError naming the file
@@ -122,18 +125,19 @@ def read_list(path: str | Path) -> list[ListEntry]:
             continue
         fields = line.split()
         where = f"{path}, line {number}"
-        if len(fields) != 4:
+        if len(fields) > 4:
             raise DataError(f"{where}: expected 'NAME CLASS_ID SPECIES BREED_ID', got {raw_line!r}")
         name = fields[0]
         if not NAME_PATTERN.fullmatch(name):
             raise DataError(f"{where}: {name!r} is not a valid image name (letters, digits, '_', '-', '.')")
         try:
-            class_id, species, breed_id = (int(field) for field in fields[1:])
+            labels = [int(field) for field in fields[1:]] + [None] * (4 - len(fields))
         except ValueError:
             raise DataError(f"{where}: CLASS_ID, SPECIES and BREED_ID must be integers, got {raw_line!r}") from None
-        if species not in (CAT, DOG):
+        class_id, species, breed_id = labels
+        if species is not None and species not in (CAT, DOG):
             raise DataError(f"{where}: SPECIES must be 1 (cat) or 2 (dog), got {species}")
-        if class_id < 1 or breed_id < 1:
+        if any(value is not None and value < 1 for value in (class_id, breed_id)):
             raise DataError(f"{where}: CLASS_ID and BREED_ID must be >= 1, got {raw_line!r}")
         if name in seen:
             raise DataError(f"{where}: {name} is listed twice (first on line {seen[name]})")

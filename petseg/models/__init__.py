@@ -1,42 +1,34 @@
-"""One registry of segmentation models: ``build_model(name, **params)``."""
+"""Segmentation models built by name: ``build_model(name, **params)`` (see petseg.models.registry).
+
+Importing this package is cheap (no torch); the model classes load on first use.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from torch import nn
+from petseg.models.registry import (
+    MODEL_NAMES,
+    MODELS,
+    TRAINING_KEYS,
+    ModelInfo,
+    architecture,
+    build_model,
+    count_parameters,
+    label,
+    model_info,
+)
 
-from petseg.models.parts import SegmentationModel
-from petseg.models.resnet34_unet import ResNet34UNet
-from petseg.models.unet import UNet
+__all__ = ["MODELS", "MODEL_NAMES", "TRAINING_KEYS", "ModelInfo", "ResNet34UNet", "SegmentationModel", "UNet",
+           "architecture", "build_model", "count_parameters", "label", "model_info"]
 
-__all__ = ["MODELS", "SegmentationModel", "UNet", "ResNet34UNet", "build_model", "count_parameters"]
-
-MODELS: dict[str, Callable[..., SegmentationModel]] = {
-    "unet": UNet,
-    "resnet34_unet": ResNet34UNet,
-}
-
-# models.<name>.* keys that configure training rather than the architecture
-TRAINING_KEYS = frozenset({"batch_size"})
-
-
-def build_model(name: str, **params: Any) -> SegmentationModel:
-    """Build a model by registry name; ``params`` are its architecture options.
-
-    Keys that only configure training (``batch_size``) are ignored, so a whole
-    ``models.<name>`` params section can be passed as is.
-    """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    arch = {k: v for k, v in params.items() if k not in TRAINING_KEYS}
-    try:
-        return MODELS[name](**arch)
-    except TypeError as exc:
-        raise ValueError(f"bad options for model {name!r}: {exc}") from None
+_LAZY = {"UNet": "petseg.models.unet", "ResNet34UNet": "petseg.models.resnet34_unet",
+         "SegmentationModel": "petseg.models.parts"}
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'petseg.models' has no attribute {name!r}")

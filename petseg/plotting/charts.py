@@ -1,0 +1,108 @@
+"""The plot stage's charts: training curves of both models on one chart each, and the test Dice histogram.
+
+UNet in blue and ResNet34-UNet in red everywhere; train dashed, validation solid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from petseg.models import label as model_label
+from petseg.plotting.figures import DPI, FIGSIZE, MODEL_COLOURS, MODEL_STYLES, pyplot, save
+from petseg.training.log import Series
+
+LOG_SCALE_RATIO = 100.0  # a positive series spanning more than this factor is drawn on a log axis
+
+
+def _wide_positive(values: Sequence[float]) -> bool:
+    finite = [v for v in values if np.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) > LOG_SCALE_RATIO
+
+
+def _epoch_axis(axis) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("epoch")
+    axis.grid(True, alpha=0.3)
+
+
+def plot_train_val(
+    path: str | Path,
+    logs: dict[str, dict[str, Series]],
+    metric: str,
+    ylabel: str,
+    title: str,
+    *,
+    unit_range: bool = False,
+) -> None:
+    """Train (dashed) and validation (solid) curves of ``metric`` for each model, one chart."""
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    values: list[float] = []
+    for model, series in logs.items():
+        colour, label = MODEL_COLOURS.get(model), model_label(model)
+        style = MODEL_STYLES.get(model, {})
+        train, val = series[f"train/{metric}"], series[f"val/{metric}"]
+        axis.plot(train.epochs, train.values, linestyle="--", color=colour, label=f"{label} train", **style)
+        axis.plot(val.epochs, val.values, linestyle="-", color=colour, label=f"{label} validation", **style)
+        values.extend([*train.values, *val.values])
+        if metric == "dice" and len(val.values):
+            best = int(np.argmax(val.values))
+            axis.plot(val.epochs[best], val.values[best], marker="*", markersize=13, color=colour, linestyle="none",
+                      label=f"{label} best validation {val.values[best]:.3f} (epoch {val.epochs[best]})")
+    _epoch_axis(axis)
+    if unit_range:
+        axis.set_ylim(0.0, 1.0)
+    elif _wide_positive(values):
+        axis.set_yscale("log")
+        ylabel += " (log scale)"
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def plot_lr(path: str | Path, logs: dict[str, dict[str, Series]]) -> None:
+    """Learning rate per epoch of each model (log scale when all positive)."""
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    values: list[float] = []
+    for model, series in logs.items():
+        lr = series["lr"]
+        values.extend(lr.values)
+        axis.plot(lr.epochs, lr.values, color=MODEL_COLOURS.get(model), label=model_label(model),
+                  **MODEL_STYLES.get(model, {}))
+    if values and min(values) > 0:
+        axis.set_yscale("log")
+    _epoch_axis(axis)
+    axis.set_ylabel("learning rate (at the start of the epoch)")
+    axis.set_title("Learning rate per epoch")
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def plot_dice_histogram(path: str | Path, scores: dict[str, np.ndarray]) -> None:
+    """Histogram of per-image test Dice of each model, with its mean and median."""
+    plt = pyplot()
+    fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    bins = np.linspace(0.0, 1.0, 41)
+    for model, dice in scores.items():
+        colour, label = MODEL_COLOURS.get(model), model_label(model)
+        axis.hist(dice, bins=bins, color=colour, alpha=0.35)
+        axis.hist(dice, bins=bins, color=colour, histtype="step", linewidth=1.5,
+                  label=f"{label}: mean {np.mean(dice):.3f}, median {np.median(dice):.3f} ({len(dice)} images)")
+        axis.axvline(float(np.mean(dice)), color=colour, linestyle="--", linewidth=1)
+    axis.set_xlim(0.0, 1.0)
+    axis.set_xlabel("per-image Dice (dashed: mean)")
+    axis.set_ylabel("test images")
+    axis.set_title("Per-image test Dice")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    save(fig, path)

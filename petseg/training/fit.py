@@ -1,0 +1,208 @@
+"""``fit``: train one model on the cache's train split, validating each epoch; continue a matching run.
+
+Reads top to bottom like torchvision's ``references/segmentation/train.py``:
+device and processes, data, resume plan, model, optimizer and schedule,
+restored state, then the epochs, each ending with a checkpoint and a log row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import petseg
+from petseg.checkpoint import Checkpoint, save_checkpoint
+from petseg.data.cache import Split, fingerprint, load_split
+from petseg.device import configure_device, resolve_device
+from petseg.distributed import DistContext, init_distributed, shutdown_distributed
+from petseg.errors import CheckpointError, DataError
+from petseg.io import remove_stale_temps
+from petseg.losses import get_loss
+from petseg.models import architecture, build_model
+from petseg.params import TrainParams, as_dict
+from petseg.training.batches import SplitTensors, augment_seed, epoch_batches, steps_per_epoch
+from petseg.training.log import EpochLog, epoch_record
+from petseg.training.loops import train_one_epoch, validate
+from petseg.training.optim import current_lr, make_optimizer, make_scheduler, step_epoch_scheduler
+from petseg.training.resume import ResumePlan, output_lock, plan_resume, restore_rng_state, rng_state, run_signature, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    best_dice: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+
+
+@dataclass
+class _Progress:
+    """Where the run stands: the epochs done, their records and the best so far."""
+
+    epoch: int = 0
+    best_dice: float = -math.inf
+    best_epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def fit(
+    model_name: str,
+    model_params: Any,
+    config: TrainParams,
+    cache_dir: str | Path,
+    out_dir: str | Path,
+    live_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``model_name`` (its ``models.<name>`` params section) and write its checkpoints and logs.
+
+    Writes ``out_dir/best.pt`` (best validation Dice) and ``out_dir/last.pt``
+    (last completed epoch) atomically after every epoch, and the per-epoch
+    metrics to ``live_dir`` with DVCLive.
+    """
+    out_dir, cache_dir = Path(out_dir), Path(cache_dir)
+    device = resolve_device(config.device)
+    context = init_distributed(device.type)
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+    with output_lock(out_dir, enabled=context.is_main):
+        result = _fit(model_name, model_params, config, cache_dir, out_dir,
+                      Path(live_dir) if live_dir is not None else None, device, context, progress)
+    # after an error the process group ends with the process, once its message is out: the other
+    # ranks' "connection closed" errors then come after the cause
+    shutdown_distributed(context)
+    return result
+
+
+def _load_splits(cache_dir: Path, context: DistContext) -> tuple[Split, Split]:
+    train_split, val_split = load_split(cache_dir, "train"), load_split(cache_dir, "val")
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise DataError(f"{cache_dir}: the train and val splits must not be empty "
+                        f"(train {len(train_split)}, val {len(val_split)})")
+    if min(len(train_split), len(val_split)) < context.world_size:
+        raise DataError(f"{cache_dir}: every one of the {context.world_size} processes needs train and val images "
+                        f"(train {len(train_split)}, val {len(val_split)})")
+    return train_split, val_split
+
+
+def _plan(out_dir: Path, signature: dict[str, Any], config: TrainParams, context: DistContext,
+          model_name: str) -> ResumePlan:
+    """Rank 0 decides whether to continue last.pt; every rank continues rank 0's checkpoint."""
+    plan: ResumePlan | None = None
+    if context.is_main:
+        remove_stale_temps(out_dir)
+        plan = plan_resume(out_dir, signature, config.epochs, config.scheduler)
+        fresh_start = plan.action == "fresh" and plan.reason != "no checkpoint yet"
+        log.info("%s: %s", model_name, f"starting over: {plan.reason}" if fresh_start else plan.reason)
+    return cast(ResumePlan, context.broadcast_object(plan))
+
+
+def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             out_dir: Path) -> _Progress:
+    try:
+        model.load_state_dict(checkpoint.model)
+        optimizer.load_state_dict(checkpoint.optimizer)
+        if scheduler is not None and checkpoint.scheduler is not None:
+            scheduler.load_state_dict(checkpoint.scheduler)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{out_dir / 'last.pt'}: cannot restore the training state: {exc}") from None
+    restore_rng_state(checkpoint.rng)
+    return _Progress(checkpoint.epoch, checkpoint.best_dice, checkpoint.best_epoch, list(checkpoint.history))
+
+
+def _parallel(model: nn.Module, device: torch.device, context: DistContext, compile_model: bool) -> nn.Module:
+    """The model as the training steps call it: DDP across processes, compiled when asked."""
+    if context.enabled:
+        # With more than two processes the order in which gradients are summed depends on DDP's
+        # buckets, which DDP regroups after its first step; a resumed run must sum them as the
+        # uninterrupted run did, so find_unused_parameters=True keeps the first buckets for good (the
+        # cost: one graph traversal per step, and a one-time DDP warning that no parameter was unused).
+        # Two processes sum a + b, the same either way.
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=context.world_size > 2,
+        )
+    return torch.compile(model) if compile_model else model
+
+
+def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Path, out_dir: Path,
+         live_dir: Path | None, device: torch.device, context: DistContext, progress: bool) -> FitResult:
+    configure_device(device)
+    batch_size = model_params.batch_size
+    train_split, val_split = _load_splits(cache_dir, context)
+    image_size = train_split.image_size
+    signature = run_signature(model_name, model_params, config, image_size, fingerprint([train_split, val_split]))
+    if context.enabled:  # per-rank BatchNorm statistics and augmentation make the process count part of the run
+        signature["world_size"] = context.world_size
+    plan = _plan(out_dir, signature, config, context, model_name)
+
+    seed_everything(config.seed)
+    arch = architecture(as_dict(model_params))
+    model = build_model(model_name, **arch)
+    channels_last = device.type in ("cuda", "cpu")
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay, device)
+    scheduler, per_batch = make_scheduler(config.scheduler, optimizer, config.lr, config.epochs,
+                                          steps_per_epoch(len(train_split), batch_size))
+    state = _Progress()
+    if plan.checkpoint is not None:
+        state = _restore(plan.checkpoint, model, optimizer, scheduler, out_dir)
+    epoch_log = EpochLog(live_dir if context.is_main else None, state.history)
+    if plan.action == "complete":
+        epoch_log.close()
+        return FitResult(state.best_dice, state.best_epoch, 0, state.history)
+
+    train_model = _parallel(model, device, context, config.compile)
+    loss_fn = get_loss(config.loss)
+    train_data, val_data = SplitTensors(train_split, device, channels_last), SplitTensors(val_split, device, channels_last)
+    epochs_run = 0
+    for epoch in range(state.epoch + 1, config.epochs + 1):  # numbered from 1
+        batches = epoch_batches(len(train_split), batch_size, config.seed, epoch - 1, context)
+        generator = torch.Generator(device=device).manual_seed(augment_seed(config.seed, epoch - 1, context.rank))
+        bar = tqdm(total=len(batches), desc=f"{model_name} epoch {epoch}/{config.epochs}", unit="batch",
+                   disable=not (progress and context.is_main), leave=False, dynamic_ncols=True)
+        lr = current_lr(optimizer)
+        train_stats = train_one_epoch(train_model, train_data, batches, optimizer, loss_fn,
+                                      batch_scheduler=scheduler if per_batch else None, augment=config.augment,
+                                      generator=generator, context=context, progress=bar)
+        bar.close()
+        context.broadcast_buffers(model)  # validate the model that rank 0 saves
+        val_stats = validate(train_model, val_data, batch_size, loss_fn, context=context)
+        if scheduler is not None and not per_batch:
+            step_epoch_scheduler(scheduler, val_stats.dice)
+        record = epoch_record(epoch, train_stats.loss, train_stats.dice, val_stats.loss, val_stats.dice, lr)
+        state.history.append(record)
+        improved = val_stats.dice > state.best_dice
+        if improved:
+            state.best_dice, state.best_epoch = val_stats.dice, epoch
+        state.epoch = epoch
+        epochs_run += 1
+        if context.is_main:
+            checkpoint = Checkpoint(
+                model_name=model_name, model_params=arch, model=model.state_dict(), image_size=image_size,
+                epoch=epoch, val_dice=val_stats.dice, epochs=config.epochs, best_dice=state.best_dice,
+                best_epoch=state.best_epoch, history=state.history, optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else None, rng=rng_state(),
+                signature=signature, params={"model": as_dict(model_params), "train": as_dict(config)},
+                petseg_version=petseg.__version__,
+            )
+            # best.pt lands before last.pt: a kill between the two only repeats this epoch
+            save_checkpoint(out_dir / "last.pt", checkpoint, also=[out_dir / "best.pt"] if improved else [])
+            epoch_log.append(record, state.history)
+            log.info("%s epoch %d/%d  train loss %.4f dice %.4f  val loss %.4f dice %.4f  lr %.2e  %.0f img/s%s",
+                     model_name, epoch, config.epochs, train_stats.loss, train_stats.dice, val_stats.loss,
+                     val_stats.dice, lr, train_stats.images_per_s, "  *best*" if improved else "")
+        context.barrier()
+    epoch_log.close()
+    return FitResult(state.best_dice, state.best_epoch, epochs_run, state.history)
+

@@ -1,0 +1,129 @@
+"""One training epoch and one validation pass (kept apart, as in torchvision's references).
+
+Loss and per-image Dice are summed on the device (no host sync per batch) and
+reduced over the processes at the end of the pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from petseg.data.augment import augment_batch, is_active
+from petseg.device import autocast
+from petseg.distributed import DistContext
+from petseg.losses import LossFn
+from petseg.metrics import dice_per_image
+from petseg.params import AugmentParams
+from petseg.training.batches import SplitTensors
+
+
+@dataclass
+class EpochStats:
+    """Mean loss and mean per-image Dice over an epoch, with its throughput."""
+
+    loss: float
+    dice: float
+    images: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+class EpochSums:
+    """Per-image loss and Dice summed on the device (no host sync per batch), reduced over ranks at the end."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.dice = torch.zeros((), dtype=torch.float64, device=device)
+        self.seen = 0
+        self.start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, masks: torch.Tensor) -> None:
+        n = logits.shape[0]
+        self.loss += loss.detach().double() * n
+        self.dice += dice_per_image(logits.detach(), masks).sum()
+        self.seen += n
+
+    def postfix(self) -> dict[str, str]:
+        """Running means for a progress bar (syncs with the device)."""
+        return {"loss": f"{self.loss.item() / self.seen:.4f}", "dice": f"{self.dice.item() / self.seen:.4f}"}
+
+    def finish(self, context: DistContext) -> EpochStats:
+        seen = torch.tensor(float(self.seen), dtype=torch.float64, device=self.device)
+        totals = context.all_reduce_sum(torch.stack([self.loss, self.dice, seen]))
+        total_seen = max(1, int(totals[2].item()))
+        return EpochStats(
+            loss=float(totals[0] / total_seen),
+            dice=float(totals[1] / total_seen),
+            images=total_seen,
+            seconds=time.perf_counter() - self.start,
+        )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: SplitTensors,
+    batches: list[np.ndarray],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    *,
+    batch_scheduler: Any = None,
+    augment: AugmentParams | None = None,
+    generator: torch.Generator | None = None,
+    context: DistContext = DistContext(),
+    progress: tqdm | None = None,
+    log_every: int = 10,
+) -> EpochStats:
+    """One pass over ``batches``; returns the mean loss and per-image train Dice (over all ranks)."""
+    model.train()
+    sums = EpochSums(data.device)
+    for step, indices in enumerate(batches, 1):
+        images, masks = data.batch(indices)
+        if augment is not None and is_active(augment):
+            images, masks = augment_batch(images, masks, augment, generator)
+        with autocast(data.device):
+            logits = model(images)
+        loss = loss_fn(logits, masks)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        with torch.no_grad():
+            sums.add(loss, logits, masks)
+        if progress is not None:
+            progress.update(1)
+            if step % log_every == 0 or step == len(batches):
+                progress.set_postfix(sums.postfix())
+    return sums.finish(context)
+
+
+@torch.inference_mode()
+def validate(
+    model: nn.Module,
+    data: SplitTensors,
+    batch_size: int,
+    loss_fn: LossFn,
+    *,
+    context: DistContext = DistContext(),
+) -> EpochStats:
+    """Mean loss and mean per-image Dice (threshold 0.5) on a whole split, in eval mode."""
+    model.eval()
+    sums = EpochSums(data.device)
+    indices = np.arange(len(data))[context.rank :: context.world_size]
+    for begin in range(0, len(indices), batch_size):
+        images, masks = data.batch(indices[begin : begin + batch_size])
+        with autocast(data.device):
+            logits = model(images)
+        sums.add(loss_fn(logits, masks), logits, masks)
+    return sums.finish(context)
