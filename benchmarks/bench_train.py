@@ -23,25 +23,20 @@ from bench_preprocess import WORK_DIR, build_raw
 
 from petseg.data.cache import load_split
 from petseg.data.preprocess import preprocess
-from petseg.device import autocast, configure_device, resolve_device, synchronize
+from petseg.device import configure_device, resolve_device, synchronize
 from petseg.losses import get_loss
 from petseg.models import build_model
 from petseg.params import AugmentParams
 from petseg.training.batches import SplitTensors, epoch_batches
-from petseg.training.loops import train_one_epoch
+from petseg.training.loops import train_one_epoch, training_step
 from petseg.training.optim import make_optimizer
 
 DEFAULT_MODELS = {"unet": {"base_channels": 16}, "resnet34_unet": {"encoder_weights": None}}
 
 
 def bare_step(model, optimizer, loss_fn, images, masks, device) -> None:
-    """The model's own work for one batch: forward, loss, backward, optimizer step."""
-    with autocast(device):
-        logits = model(images)
-    loss = loss_fn(logits, masks)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    """The model's own work for one batch: forward, loss, backward, optimizer step (fp32)."""
+    training_step(model, optimizer, loss_fn, images, masks)
 
 
 def _raw_steps(model, optimizer, loss_fn, images, masks, steps: int, device) -> float:
@@ -81,7 +76,7 @@ def measure_train_efficiency(
         optimizer = make_optimizer("adamw", model, 1e-4, 1e-4, device)
         loss_fn = get_loss("bce+dice")
         data = SplitTensors(split, device, channels_last)
-        augment = AugmentParams(hflip=0.5, vflip=0.5, brightness=0.2, contrast=0.2, saturation=0.2)
+        augment = AugmentParams(hflip=0.5, vflip=0.5, rotate=0.0, scale=0.0, brightness=0.2, contrast=0.2, saturation=0.2)
         images, masks = data.batch(np.arange(batch_size))
         steps = len(split) // batch_size
 

@@ -10,9 +10,20 @@ ratio holds on any machine (and on a busy one) even when absolute speeds do not:
 - <model>_train_efficiency_ratio: our training loop (cache batches, device
   augmentation, metrics) over the model's own forward + backward + optimizer
   step on ready tensors of the same batch (target >= 0.90);
-- loader_speedup_ratio: our epoch over the reference reports' epoch (a
-  DataLoader with 2 workers decoding, resizing and augmenting each JPEG with
-  PIL) for the same small UNet, batch and images at 128 x 128 (target >= 1.2);
+- training loops (benchmarks/bench_loops.py, one fresh process per measurement,
+  UNet base 16 at 128 x 128, batch 16, 256 images; each ratio changes one thing
+  unless said):
+  - loader_speedup_ratio: our data path (uint8 cache, augmentation on the
+    device) over the reference reports' (per-sample PIL Dataset in a
+    DataLoader with 2 workers), with the same model, memory format,
+    precision and optimizer on both sides;
+  - seed_loop_speedup_ratio: our epoch with every default over the reports'
+    loop as they wrote it (their data path, NCHW, fp32, torch.optim.AdamW's
+    defaults, no heap tuning): what switching gains (target >= 2.5);
+  - heap_tuning_ratio: our epoch with the glibc heap tuning over without it;
+  - bf16_speedup_ratio: bf16 autocast over fp32 (auto uses bf16 on a CPU only
+    where it is native: see RESULTS.md);
+  - compile_speedup_ratio: torch.compile over eager, steady state;
 - eval_images_per_s, infer_images_per_s: evaluation of the test cache and
   inference on image files (masks and panels written);
 - preprocess_peak_rss_mb_n / _2n: peak memory of preprocessing n and 2n images.
@@ -36,29 +47,24 @@ from pathlib import Path
 from typing import Any
 
 import bench_preprocess
-import numpy as np
 import torch
-from bench_train import bare_step, measure_train_efficiency
-from PIL import Image
+from bench_train import measure_train_efficiency
 
 from petseg.checkpoint import Checkpoint, save_checkpoint
 from petseg.data import layout
 from petseg.data.cache import load_split
 from petseg.data.preprocess import preprocess
-from petseg.device import configure_device, resolve_device, synchronize
+from petseg.device import resolve_device
 from petseg.evaluation import evaluate_checkpoint
 from petseg.inference import infer_images
-from petseg.losses import get_loss
 from petseg.models import build_model
-from petseg.params import AugmentParams, EvaluateParams
-from petseg.training.batches import SplitTensors, epoch_batches
-from petseg.training.loops import train_one_epoch
-from petseg.training.optim import make_optimizer
+from petseg.params import EvaluateParams
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results.json"
 WORK_DIR = BENCHMARKS / "work"
-AUGMENT = AugmentParams(hflip=0.5, vflip=0.0, brightness=0.2, contrast=0.2, saturation=0.2)
+LOOP_VARIANTS = ("ours", "reference-data", "reference", "ours-untuned-heap", "ours-fp32", "ours-bf16",
+                 "ours-compiled", "ours-uncompiled")
 
 
 # ------------------------------------------------------------------------ preprocess
@@ -76,85 +82,30 @@ def measure_preprocess(n_images: int, repeats: int) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# ------------------------------------------------------- the reference reports' loader
+# --------------------------------------------------------------- training loops
 
 
-class ReferenceDataset(torch.utils.data.Dataset):
-    """Per-sample PIL decode, resize, flip and colour jitter: how the reference reports fed their models."""
-
-    def __init__(self, raw: Path, names: list[str], size: int):
-        from torchvision.transforms import ColorJitter
-
-        self.raw, self.names, self.size = raw, names, size
-        self.jitter = ColorJitter(brightness=AUGMENT.brightness, contrast=AUGMENT.contrast, saturation=AUGMENT.saturation)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from torchvision.transforms import functional as F
-
-        name = self.names[index]
-        image = Image.open(layout.image_path(self.raw, name)).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        trimap = Image.open(layout.trimap_path(self.raw, name)).resize((self.size, self.size), Image.NEAREST)
-        image_tensor = F.to_tensor(image)
-        mask = torch.from_numpy(np.asarray(trimap) != 2).float().unsqueeze(0)
-        if torch.rand(()) < AUGMENT.hflip:
-            image_tensor, mask = image_tensor.flip(-1), mask.flip(-1)
-        return self.jitter(image_tensor), mask
-
-
-def _reference_epoch(model, optimizer, loss_fn, loader, device) -> tuple[int, float]:
-    model.train()
-    seen, start = 0, time.perf_counter()
-    for images, masks in loader:
-        bare_step(model, optimizer, loss_fn, images.to(device), masks.to(device), device)
-        seen += images.shape[0]
-    synchronize(device)
-    return seen, time.perf_counter() - start
-
-
-def measure_loader_speedup(raw: Path, *, size: int = 128, batch_size: int = 16, base_channels: int = 16,
-                           n_images: int = 256, rounds: int = 2, device_name: str = "auto") -> dict[str, float]:
-    """Our epoch (cache + device augmentation, channels_last) against the reference DataLoader epoch."""
-    device = resolve_device(device_name)
-    configure_device(device)
-    names = [entry.name for entry in layout.read_list(raw / layout.TRAINVAL_LIST)][:n_images]
-    loss_fn = get_loss("bce+dice")
+def measure_loops(raw: Path, *, size: int = 128, n_images: int = 256, repeats: int = 2,
+                  variants: tuple[str, ...] = LOOP_VARIANTS) -> dict[str, float]:
+    """Images/s of each loop variant of bench_loops.py, each in a fresh process, interleaved ``repeats`` times."""
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
+        names = [entry.name for entry in layout.read_list(raw / layout.TRAINVAL_LIST)][:n_images]
         preprocess(raw, tmp, image_size=size, split="official", val_every=len(names) + 1, progress=False)
-        split = load_split(tmp, "train")
-        n = min(len(split), len(names))
-
-        torch.manual_seed(0)
-        ours_model = build_model("unet", base_channels=base_channels).to(device, memory_format=torch.channels_last)
-        ours_optimizer = make_optimizer("adamw", ours_model, 1e-3, 1e-4, device)
-        data = SplitTensors(split, device, channels_last=True)
-
-        torch.manual_seed(0)
-        reference_model = build_model("unet", base_channels=base_channels).to(device)
-        reference_optimizer = torch.optim.AdamW(reference_model.parameters(), lr=1e-3, weight_decay=1e-4)
-        loader = torch.utils.data.DataLoader(
-            ReferenceDataset(raw, split.names[:n], size), batch_size=batch_size, shuffle=True, num_workers=2,
-            drop_last=True, pin_memory=device.type == "cuda",
-        )
-
-        ours_rates, reference_rates = [], []
-        for round_ in range(rounds + 1):  # round 0 warms both up
-            batches = epoch_batches(n, batch_size, seed=0, epoch=round_)
-            generator = torch.Generator(device=device).manual_seed(round_)
-            synchronize(device)
-            stats = train_one_epoch(ours_model, data, batches, ours_optimizer, loss_fn, augment=AUGMENT, generator=generator)
-            seen, seconds = _reference_epoch(reference_model, reference_optimizer, loss_fn, loader, device)
-            if round_:
-                ours_rates.append(stats.images / stats.seconds)
-                reference_rates.append(seen / seconds)
-    ours, reference = statistics.median(ours_rates), statistics.median(reference_rates)
-    return {
-        "loader_ours_images_per_s": ours,
-        "loader_reference_images_per_s": reference,
-        "loader_speedup_ratio": ours / reference,
-    }
+        rates: dict[str, list[float]] = {variant: [] for variant in variants}
+        for _ in range(repeats):
+            for variant in variants:
+                done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_loops.py"), variant, "--raw", str(raw),
+                                       "--cache", tmp, "--epochs", "1"], capture_output=True, text=True, check=True)
+                rates[variant].append(json.loads(done.stdout.strip().splitlines()[-1])["median"])
+    median = {variant: statistics.median(values) for variant, values in rates.items()}
+    figures = {f"loop_{variant.replace('-', '_')}_images_per_s": value for variant, value in median.items()}
+    ratios = {"loader_speedup_ratio": ("ours", "reference-data"), "seed_loop_speedup_ratio": ("ours", "reference"),
+              "heap_tuning_ratio": ("ours", "ours-untuned-heap"), "bf16_speedup_ratio": ("ours-bf16", "ours-fp32"),
+              "compile_speedup_ratio": ("ours-compiled", "ours-uncompiled")}
+    for name, (numerator, denominator) in ratios.items():
+        if numerator in median and denominator in median:
+            figures[name] = median[numerator] / median[denominator]
+    return figures
 
 
 # ------------------------------------------------------------------ eval and infer
@@ -212,7 +163,7 @@ def main() -> None:
         figures = measure_train_efficiency(name, params, image_size=64, batch_size=16, n_images=64 if quick else 256,
                                            rounds=2 if quick else 6, device_name=args.device)
         report({f"{name}_{key}": value for key, value in figures.items()})
-    report(measure_loader_speedup(raw, n_images=64 if quick else 256, rounds=1 if quick else 2, device_name=args.device))
+    report(measure_loops(raw, n_images=64 if quick else 256, repeats=1 if quick else 2))
     report(measure_eval_and_infer(raw, n_images=16 if quick else 64, device_name=args.device))
     report({"benchmark_seconds": time.perf_counter() - started})
 

@@ -58,8 +58,10 @@ class Checkpoint:
     best_dice: float | None = None
     best_epoch: int | None = None
     history: list[dict[str, float]] = field(default_factory=list)  # one record per epoch (petseg.training.log)
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch (training + validation)
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None  # the fp16 gradient scaler's state
     rng: dict[str, Any] | None = None
     signature: dict[str, Any] | None = None  # what a run must share with it to continue it
     params: dict[str, Any] | None = None  # the model's and train params it was made with

@@ -37,10 +37,18 @@ def configure_device(device: torch.device, *, deterministic: bool = False) -> No
         torch.backends.cudnn.deterministic = deterministic
 
 
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; a disabled context elsewhere (CPU bf16 is slower without AMX)."""
-    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+# where torch.compile measurably sped training up (benchmarks/speed.py measures it on the CPU;
+# benchmarks/gpu_check.py on CUDA): `train.compile: auto` compiles only there
+COMPILE_HELPS = frozenset()
+
+
+def resolve_compile(setting: bool | str, device: torch.device) -> tuple[bool, str]:
+    """Whether to torch.compile the model (``train.compile``), and why."""
+    if setting != "auto":
+        return bool(setting), f"train.compile: {str(setting).lower()}"
+    if device.type in COMPILE_HELPS:
+        return True, f"auto: torch.compile measured faster on {device.type}"
+    return False, f"auto: torch.compile not measured faster on {device.type}"
 
 
 def synchronize(device: torch.device) -> None:

@@ -227,9 +227,14 @@ def read_table(path: str | Path, delimiter: str, stage: str, what: str) -> list[
         raise DataError(f"{path}: file not found; the {stage} stage writes it (dvc repro {stage})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read {what}: {exc}") from None
+    return parse_table(text, delimiter, str(path), stage, what)
+
+
+def parse_table(text: str, delimiter: str, source: str, stage: str, what: str) -> list[dict[str, str]]:
+    """Rows of CSV/TSV ``text`` read from ``source`` (a file, or a file at a revision), checked as read_table does."""
     if text and not text.endswith("\n"):
-        raise DataError(f"{path}: truncated {what} (its last line is incomplete); re-run {stage}")
+        raise DataError(f"{source}: truncated {what} (its last line is incomplete); re-run {stage}")
     try:
         return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
-        raise DataError(f"{path}: cannot read {what}: {exc}") from None
+        raise DataError(f"{source}: cannot read {what}: {exc}") from None

@@ -9,6 +9,7 @@ the counts over all images first.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 # columns of the counts tensor
 TP, FP, FN, TN = range(4)
@@ -48,3 +49,35 @@ def dice_per_image(logits: torch.Tensor, target: torch.Tensor, threshold: float 
 def probability_mask(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """sigmoid(logits) > threshold, in float32 exactly as the definition reads."""
     return torch.sigmoid(logits.float()) > threshold
+
+
+def boundary_distance(height: int, width: int, ratio: float = 0.02) -> int:
+    """Boundary IoU's band width d: max(1, round(ratio x image diagonal)), as Cheng et al.'s reference code."""
+    return max(1, int(round(ratio * (height**2 + width**2) ** 0.5)))
+
+
+def boundary_band(masks: torch.Tensor, distance: int) -> torch.Tensor:
+    """The inner boundary band of boolean N x H x W masks: each mask minus its erosion by a 3 x 3 square
+    applied ``distance`` times, the outside of the image counting as background.
+
+    ``distance`` erosions by a 3 x 3 square are one erosion by a (2d+1) x (2d+1) square: a max-pool of
+    the complement, padded with background (1 in the complement).
+    """
+    complement = F.pad((~masks.bool()).float()[:, None], (distance,) * 4, value=1.0)
+    eroded = F.max_pool2d(complement, kernel_size=2 * distance + 1, stride=1)[:, 0] < 0.5
+    return masks.bool() & ~eroded
+
+
+def boundary_iou(predicted: torch.Tensor, target: torch.Tensor, ratio: float = 0.02) -> torch.Tensor:
+    """Per-image Boundary IoU (Cheng et al., CVPR 2021) of boolean N x H x W masks (float64; 1 when both bands are empty)."""
+    distance = boundary_distance(*predicted.shape[-2:], ratio=ratio)
+    bands = boundary_band(predicted, distance).flatten(1), boundary_band(target, distance).flatten(1)
+    intersection = (bands[0] & bands[1]).sum(1).double()
+    union = (bands[0] | bands[1]).sum(1).double()
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+def dice_ignoring(predicted: torch.Tensor, target: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+    """Per-image Dice with the ``ignore`` pixels (e.g. the trimap's boundary band) removed from both masks."""
+    keep = ~ignore.bool()
+    return dice_from_counts(pixel_counts(predicted.bool() & keep, target.bool() & keep))

@@ -64,6 +64,8 @@ class PreprocessParams:
 class AugmentParams:
     hflip: Annotated[float, PROBABILITY]  # probability per image
     vflip: Annotated[float, PROBABILITY]
+    rotate: Annotated[float, Float(ge=0.0, le=45.0)]  # largest rotation, degrees either way
+    scale: Annotated[float, JITTER]  # zoom factor drawn from [1-x, 1+x]
     brightness: Annotated[float, JITTER]  # colour jitter strengths: factor drawn from [1-x, 1+x]
     contrast: Annotated[float, JITTER]
     saturation: Annotated[float, JITTER]
@@ -80,7 +82,8 @@ class TrainParams:
     scheduler: Literal["none", "plateau", "cosine", "onecycle"]
     augment: AugmentParams
     device: Annotated[str, DEVICE]
-    compile: bool
+    precision: Literal["auto", "fp32", "bf16", "fp16"]  # petseg.precision: auto picks per device
+    compile: Annotated[bool | str, Choice("auto", True, False)]  # torch.compile; auto: where measured faster
     nproc_per_node: Annotated[int, Int(min=1)]
 
 

@@ -49,3 +49,15 @@ def gallery(model: str, evaluate_dir: str | Path = EVALUATE_DIR) -> Path:
 
 def predictions_dir(model: str) -> Path:
     return PREDICTIONS_DIR / model
+
+
+def breed_table(model: str, evaluate_dir: str | Path = EVALUATE_DIR) -> Path:
+    return Path(evaluate_dir) / f"{model}_by_breed.csv"
+
+
+def metrics_file(model: str, metrics_dir: str | Path = METRICS_DIR) -> Path:
+    """``metrics/<model>.json``: one model's test figures."""
+    return Path(metrics_dir) / f"{model}.json"
+
+
+COMPARE_FILE = METRICS_DIR / "compare.json"  # the paired comparison of the two models

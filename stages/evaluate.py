@@ -1,12 +1,12 @@
 """Stage evaluate: score each model's best checkpoint on the test cache, in exact float32.
 
     python -m stages.evaluate                       # both models
-    python -m stages.evaluate --models unet         # one model; other sections of the metrics file are kept
+    python -m stages.evaluate --models unet         # one model (the other model's files are left as they are)
 
-Writes metrics/evaluate.json (one section per model), plots/evaluate/<model>.csv
-(per-image name,dice,iou) and plots/evaluate/<model>_worst.png (the evaluate.n_worst
-worst test images). Per-image Dice: sigmoid(logit) > evaluate.threshold, then
-2|P∩G| / (|P| + |G|); both empty scores 1.
+Writes, per model: metrics/<model>.json (the same keys for every model),
+plots/evaluate/<model>.csv (per-image scores), <model>_by_breed.csv and
+<model>_worst.png (the evaluate.n_worst worst test images). Per-image Dice:
+sigmoid(logit) > evaluate.threshold, then 2|P∩G| / (|P| + |G|); both empty scores 1.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ def main() -> None:
                         help="models to evaluate (default: all)")
     parser.add_argument("--cache", default=str(paths.CACHE_DIR), help="tensor cache folder (default: data/cache)")
     parser.add_argument("--models-dir", default=str(paths.MODELS_DIR), help="folder of <model>/best.pt (default: models)")
-    parser.add_argument("--metrics", default=str(paths.METRICS_DIR / "evaluate.json"),
-                        help="metrics file (default: metrics/evaluate.json)")
+    parser.add_argument("--metrics", default=str(paths.METRICS_DIR), help="folder of <model>.json (default: metrics)")
     parser.add_argument("--plots", default=str(paths.EVALUATE_DIR),
                         help="per-image tables and galleries (default: plots/evaluate)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -32,7 +31,7 @@ def main() -> None:
     from petseg.evaluation import evaluate_models
 
     evaluate_models(list(dict.fromkeys(args.models)), params.evaluate, cache_dir=args.cache,
-                    models_dir=args.models_dir, metrics_path=args.metrics, plots_dir=args.plots, device=args.device)
+                    models_dir=args.models_dir, metrics_dir=args.metrics, plots_dir=args.plots, device=args.device)
 
 
 if __name__ == "__main__":

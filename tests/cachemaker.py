@@ -1,8 +1,9 @@
 """Write small tensor caches straight to disk for tests of training, evaluation and inference.
 
 The images hold one textured ellipse (the "pet") on a textured background, so
-a model can learn them in a few epochs; masks and trimaps follow the cache
-layout of petseg.data.cache exactly.
+a model can learn them in a few epochs; masks and trimaps (with a boundary band
+of 3 around the pet, as real trimaps have) and labels follow the cache layout
+of petseg.data.cache exactly.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from petseg.data.cache import labels_text
+from petseg.data.layout import ListEntry, breeds
 
 
 def make_arrays(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -27,11 +31,21 @@ def make_arrays(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, n
         images[i] = np.clip(np.where(inside[..., None], pet, background), 0, 255).astype(np.uint8)
         masks[i] = inside
     trimaps = np.where(masks == 1, 1, 2).astype(np.uint8)
+    inner = masks.astype(bool)
+    inner[:, 1:-1, 1:-1] &= inner[:, :-2, 1:-1] & inner[:, 2:, 1:-1] & inner[:, 1:-1, :-2] & inner[:, 1:-1, 2:]
+    trimaps[(masks == 1) & ~inner] = 3  # the pet's outermost pixels: the boundary band, pet in the mask
     return images, masks, trimaps
 
 
-def write_cache(cache_dir: Path, sizes: dict[str, int], image_size: int = 32, seed: int = 0) -> Path:
-    """Write ``cache_dir/<split>/{images,masks,trimaps}.npy`` and ``names.txt`` for each split."""
+def labels(names: list[str]) -> list[ListEntry]:
+    """Split-list labels for the names: breeds taken in turn from the official 37 (so cats and dogs both occur)."""
+    table = breeds()
+    return [ListEntry(name, b.class_id, b.species, b.breed_id) for name, b in zip(names, (table[i % 7 * 5] for i in range(len(names))))]
+
+
+def write_cache(cache_dir: Path, sizes: dict[str, int], image_size: int = 32, seed: int = 0,
+                with_labels: bool = True) -> Path:
+    """Write ``cache_dir/<split>/{images,masks,trimaps}.npy``, ``names.txt`` and ``labels.csv`` for each split."""
     for offset, (split, n) in enumerate(sizes.items()):
         directory = Path(cache_dir) / split
         directory.mkdir(parents=True, exist_ok=True)
@@ -39,5 +53,8 @@ def write_cache(cache_dir: Path, sizes: dict[str, int], image_size: int = 32, se
         np.save(directory / "images.npy", images)
         np.save(directory / "masks.npy", masks)
         np.save(directory / "trimaps.npy", trimaps)
-        (directory / "names.txt").write_text("".join(f"{split}_{i}\n" for i in range(n)))
+        names = [f"{split}_{i}" for i in range(n)]
+        (directory / "names.txt").write_text("".join(f"{name}\n" for name in names))
+        if with_labels:
+            (directory / "labels.csv").write_text(labels_text(labels(names)))
     return Path(cache_dir)

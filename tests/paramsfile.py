@@ -69,5 +69,5 @@ def resnet(**overrides: Any) -> Any:
 
 def augmentation(**overrides: float) -> AugmentParams:
     """Augmentation params: horizontal flips with probability 0.5 and nothing else, unless overridden."""
-    return AugmentParams(**{"hflip": 0.5, "vflip": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
-                            **overrides})
+    return AugmentParams(**{"hflip": 0.5, "vflip": 0.0, "rotate": 0.0, "scale": 0.0, "brightness": 0.0,
+                            "contrast": 0.0, "saturation": 0.0, **overrides})

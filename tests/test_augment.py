@@ -70,3 +70,33 @@ def test_same_generator_seed_gives_the_same_batch():
     c = augment_batch(images, masks, config, torch.Generator().manual_seed(6))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+def test_rotation_and_zoom_move_image_and_mask_together():
+    """A mask that is a function of the image (pixel brightness) stays that function through the geometric transforms."""
+    torch.manual_seed(3)
+    size = 32
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = (((yy - 14) ** 2 + (xx - 18) ** 2) < 64).float()
+    images = disc.expand(8, 3, size, size).clone()  # white disc on black: the mask is where the image is white
+    masks = disc.expand(8, 1, size, size).clone()
+    config = augmentation(hflip=0.0, rotate=30.0, scale=0.25)
+    out_images, out_masks = augment_batch(images, masks, config, torch.Generator().manual_seed(5))
+    assert not torch.equal(out_masks, masks)  # it moved
+    assert set(out_masks.unique().tolist()) <= {0.0, 1.0}  # nearest: masks stay binary
+    crisp = (out_images[:, :1] < 0.05) | (out_images[:, :1] > 0.95)  # away from the bilinear edge
+    assert torch.equal((out_images[:, :1] > 0.5)[crisp], out_masks.bool()[crisp])
+    areas = out_masks.sum(dim=(1, 2, 3)) / masks.sum(dim=(1, 2, 3))
+    assert areas.min() < 0.95 and areas.max() > 1.05 and areas.max() < 1.25**2 * 1.15  # zoomed both ways, within range
+
+
+def test_new_transforms_leave_the_draws_of_the_old_ones_alone():
+    images, masks = batch()
+    old = augmentation(hflip=0.5, brightness=0.3)
+    reference = augment_batch(images, masks, old, torch.Generator().manual_seed(2))
+    again = augment_batch(images, masks, augmentation(hflip=0.5, brightness=0.3, rotate=0.0, scale=0.0),
+                          torch.Generator().manual_seed(2))
+    assert torch.equal(reference[0], again[0]) and torch.equal(reference[1], again[1])
+    same_seed = [augment_batch(images, masks, augmentation(rotate=10.0, scale=0.1), torch.Generator().manual_seed(9))
+                 for _ in range(2)]
+    assert torch.equal(same_seed[0][0], same_seed[1][0]) and torch.equal(same_seed[0][1], same_seed[1][1])

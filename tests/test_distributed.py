@@ -38,7 +38,8 @@ EPOCHS = 3
 # two runs would see other images, not just other BatchNorm statistics
 TINY = {
     "train.epochs": EPOCHS, "train.seed": 1, "train.lr": 3e-3, "train.scheduler": "none", "train.device": "cpu",
-    "train.augment": {"hflip": 0.0, "vflip": 0.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0},
+    "train.augment": {"hflip": 0.0, "vflip": 0.0, "rotate": 0.0, "scale": 0.0, "brightness": 0.0, "contrast": 0.0,
+                      "saturation": 0.0},
     "models.unet.base_channels": 4, "models.unet.batch_size": 8,
 }
 LOGGED = EPOCH_METRICS

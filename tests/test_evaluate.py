@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -14,16 +15,18 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from scipy import ndimage
 
 from petseg.checkpoint import load_checkpoint, save_checkpoint
 from petseg.errors import CheckpointError
+from petseg.data.layout import BREEDS
 from petseg.evaluation import evaluate_models
-from petseg.evaluation.run import merge_report
+from petseg.evaluation.run import METRIC_KEYS
 from petseg.models import build_model
 from petseg.plotting.gallery import gallery_pixel_size, worst_indices
 from petseg.predict import probabilities
 from petseg.training import fit
-from tests.cachemaker import write_cache
+from tests.cachemaker import labels, write_cache
 from tests.paramsfile import evaluate_params, train_params, unet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,18 +88,29 @@ def numpy_scores(predicted: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, 
     return dice, iou, np.stack([tp, fp, fn, tn], axis=1)
 
 
-def read_table(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def reference_boundary_iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Boundary IoU as Cheng et al.'s reference code computes it (cv2 there, scipy.ndimage here)."""
+    scores = []
+    for p, g in zip(predicted.astype(bool), truth.astype(bool)):
+        height, width = p.shape
+        d = max(1, int(round(0.02 * np.sqrt(height**2 + width**2))))
+        bands = [m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3)), iterations=d, border_value=0) for m in (p, g)]
+        union = (bands[0] | bands[1]).sum()
+        scores.append((bands[0] & bands[1]).sum() / union if union else 1.0)
+    return np.array(scores)
+
+
+def read_table(path: Path) -> dict[str, list]:
     with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
-    assert rows[0] == ["name", "dice", "iou"]
-    body = rows[1:]
-    return [r[0] for r in body], np.array([float(r[1]) for r in body]), np.array([float(r[2]) for r in body])
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["name", "breed", "species", "dice", "iou", "dice_ignore_border", "boundary_iou"]
+    return {key: [row[key] if key in ("name", "breed", "species") else float(row[key]) for row in rows] for key in rows[0]}
 
 
 def run_evaluate(root: Path, out: str, **config: object) -> dict:
     return evaluate_models(
         ["unet"], evaluate_params(**config), cache_dir=root / "cache", models_dir=root / "models",
-        metrics_path=root / out / "evaluate.json", plots_dir=root / out / "plots", device="cpu",
+        metrics_dir=root / out / "metrics", plots_dir=root / out / "plots", device="cpu",
     )  # fmt: skip
 
 
@@ -104,18 +118,27 @@ def test_per_image_table_and_metrics_match_numpy(workspace: Path) -> None:
     run_evaluate(workspace, "plain", threshold=0.5, tta=False, n_worst=3, batch_size=3)
     images = np.load(workspace / "cache" / "test" / "images.npy")
     truth = np.load(workspace / "cache" / "test" / "masks.npy")
+    trimaps = np.load(workspace / "cache" / "test" / "trimaps.npy")
     test_names = (workspace / "cache" / "test" / "names.txt").read_text().split()
 
-    logits = independent_logits(workspace / "models" / "unet" / "best.pt", images)
-    dice, iou, counts = numpy_scores(sigmoid(logits) > 0.5, truth)
-    names, table_dice, table_iou = read_table(workspace / "plain" / "plots" / "unet.csv")
-    assert names == test_names
-    np.testing.assert_array_equal(table_dice, dice)  # repr floats: the exact values
-    np.testing.assert_array_equal(table_iou, iou)
+    predicted = sigmoid(independent_logits(workspace / "models" / "unet" / "best.pt", images)) > 0.5
+    dice, iou, counts = numpy_scores(predicted, truth)
+    border = trimaps == 3
+    dice_ignoring, _, _ = numpy_scores(predicted & ~border, truth.astype(bool) & ~border)
+    boundary = reference_boundary_iou(predicted, truth)
+    table = read_table(workspace / "plain" / "plots" / "unet.csv")
+    assert table["name"] == test_names
+    np.testing.assert_array_equal(table["dice"], dice)  # repr floats: the exact values
+    np.testing.assert_array_equal(table["iou"], iou)
+    np.testing.assert_array_equal(table["dice_ignore_border"], dice_ignoring)
+    np.testing.assert_array_equal(table["boundary_iou"], boundary)
+    assert (dice_ignoring != dice).any() and (boundary != iou).any()  # the new scores measure something else
+    species = [entry.species_name for entry in labels(test_names)]
+    assert table["breed"] == [entry.breed for entry in labels(test_names)] and table["species"] == species
 
-    report = json.loads((workspace / "plain" / "evaluate.json").read_text())
-    assert list(report) == ["unet"]
-    unet = report["unet"]
+    assert sorted(p.name for p in (workspace / "plain" / "metrics").iterdir()) == ["unet.json"]
+    unet = json.loads((workspace / "plain" / "metrics" / "unet.json").read_text())
+    assert list(unet) == list(METRIC_KEYS)
     total = counts.sum(0)
     assert unet["n_images"] == 8
     assert unet["dice_mean"] == pytest.approx(dice.mean(), abs=1e-12)
@@ -125,10 +148,64 @@ def test_per_image_table_and_metrics_match_numpy(workspace: Path) -> None:
     assert unet["iou_mean"] == pytest.approx(iou.mean(), abs=1e-12)
     assert unet["dice_pooled"] == pytest.approx(2 * total[0] / (2 * total[0] + total[1] + total[2]), abs=1e-12)
     assert unet["pixel_accuracy"] == pytest.approx((total[0] + total[3]) / total.sum(), abs=1e-12)
+    assert unet["dice_mean_ignore_border"] == pytest.approx(dice_ignoring.mean(), abs=1e-12)
+    assert unet["boundary_iou_mean"] == pytest.approx(boundary.mean(), abs=1e-12)
+    cats = np.array(species) == "cat"
+    assert unet["dice_mean_cat"] == pytest.approx(dice[cats].mean(), abs=1e-12)
+    assert unet["dice_mean_dog"] == pytest.approx(dice[~cats].mean(), abs=1e-12)
     checkpoint = load_checkpoint(workspace / "models" / "unet" / "best.pt")
     assert unet["checkpoint_epoch"] == checkpoint.epoch
     assert unet["checkpoint_val_dice"] == checkpoint.val_dice
     assert unet["threshold"] == 0.5 and unet["tta"] is False
+    model = build_model("unet", base_channels=4)
+    assert unet["parameters"] == sum(p.numel() for p in model.parameters())
+    last = load_checkpoint(workspace / "models" / "unet" / "last.pt")
+    assert len(last.epoch_seconds) == 2 and unet["train_seconds_per_epoch"] == round(float(np.median(last.epoch_seconds)), 2)
+    assert unet["eval_images_per_s"] > 0
+
+
+def test_gflops_count_one_forward_pass(workspace: Path) -> None:
+    """Hand count for a tiny UNet at 32 px: each conv 2*k*k*C_in*C_out per output pixel (as torch counts it)."""
+    run_evaluate(workspace, "plain", n_worst=0)
+    unet = json.loads((workspace / "plain" / "metrics" / "unet.json").read_text())
+    c, size, flops = 4, 32, 0
+    for level, (c_in, c_out) in enumerate([(3, c), (c, 2 * c), (2 * c, 4 * c), (4 * c, 8 * c), (8 * c, 16 * c)]):
+        pixels = (size >> level) ** 2
+        flops += 2 * 9 * (c_in * c_out + c_out * c_out) * pixels  # DoubleConv
+    for level, (c_in, c_out) in enumerate([(16 * c, 8 * c), (8 * c, 4 * c), (4 * c, 2 * c), (2 * c, c)]):
+        pixels = (size >> (3 - level)) ** 2
+        flops += 2 * 4 * c_in * c_out * (pixels // 4)  # ConvTranspose 2x2, stride 2: per input pixel
+        flops += 2 * 9 * (2 * c_out * c_out + c_out * c_out) * pixels  # DoubleConv on [skip, up]
+    flops += 2 * c * 1 * size * size  # 1x1 head
+    assert unet["gflops"] == pytest.approx(flops / 1e9, rel=1e-3)
+
+
+def test_per_breed_table_and_missing_labels(workspace: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run_evaluate(workspace, "breeds", n_worst=0)
+    table = read_table(workspace / "breeds" / "plots" / "unet.csv")
+    with open(workspace / "breeds" / "plots" / "unet_by_breed.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["breed", "species", "n", "dice_mean", "dice_median"]
+    expected = {}
+    for breed, species, dice in zip(table["breed"], table["species"], table["dice"]):
+        expected.setdefault((breed, species), []).append(dice)
+    assert {(r["breed"], r["species"]): (int(r["n"]), float(r["dice_mean"]), float(r["dice_median"])) for r in rows} == {
+        key: (len(v), pytest.approx(np.mean(v), abs=1e-12), pytest.approx(np.median(v), abs=1e-12))
+        for key, v in expected.items()
+    }
+    order = [BREEDS.index(r["breed"]) for r in rows]
+    assert order == sorted(order)  # the official class order
+
+    bare = tmp_path / "bare"  # a cache whose lists had no label columns: those keys become null, one note
+    shutil.copytree(workspace / "cache", bare / "cache")
+    (bare / "cache" / "test" / "labels.csv").write_text(
+        "name,class_id,species,breed_id\n" + "".join(f"{n},,,\n" for n in table["name"]))
+    (bare / "models").symlink_to(workspace / "models")
+    with caplog.at_level(logging.INFO, logger="petseg"):
+        summary = run_evaluate(bare, "out", n_worst=0)["unet"]
+    assert summary["dice_mean_cat"] is None and summary["dice_mean_dog"] is None
+    assert caplog.text.count("have no species or breed") == 1
+    assert (bare / "out" / "plots" / "unet_by_breed.csv").read_text() == "breed,species,n,dice_mean,dice_median\n"
 
 
 def test_gallery_shows_the_worst_images(workspace: Path) -> None:
@@ -137,7 +214,7 @@ def test_gallery_shows_the_worst_images(workspace: Path) -> None:
     with Image.open(gallery) as image:
         image.load()
         assert image.size == gallery_pixel_size(3) == (600, 750)
-    _, dice, _ = read_table(workspace / "gallery" / "plots" / "unet.csv")
+    dice = np.array(read_table(workspace / "gallery" / "plots" / "unet.csv")["dice"])
     assert worst_indices(dice, 3).tolist() == np.argsort(dice, kind="stable")[:3].tolist()
     assert len(worst_indices(dice, 20)) == 8  # more than the test set: all of it
     run_evaluate(workspace, "gallery", n_worst=0)  # no gallery, and a stale one is removed
@@ -153,7 +230,8 @@ def test_both_empty_scores_one(workspace: Path) -> None:
     save_checkpoint(blind / "models" / "unet" / "best.pt", state)
     (blind / "cache").symlink_to(workspace / "cache")
     sections = run_evaluate(blind, "out", n_worst=2)
-    _, dice, iou = read_table(blind / "out" / "plots" / "unet.csv")
+    table = read_table(blind / "out" / "plots" / "unet.csv")
+    dice, iou = table["dice"], table["iou"]
     expected = np.zeros(8)
     expected[EMPTY_INDEX] = 1.0
     np.testing.assert_array_equal(dice, expected)
@@ -179,7 +257,7 @@ def test_tta_averages_the_flipped_probabilities(workspace: Path) -> None:
 
     sections = run_evaluate(workspace, "tta", tta=True, batch_size=4, n_worst=1)
     dice, _, _ = numpy_scores(averaged > 0.5, truth)
-    _, table_dice, _ = read_table(workspace / "tta" / "plots" / "unet.csv")
+    table_dice = read_table(workspace / "tta" / "plots" / "unet.csv")["dice"]
     np.testing.assert_array_equal(table_dice, dice)
     assert sections["unet"]["tta"] is True
 
@@ -187,9 +265,9 @@ def test_tta_averages_the_flipped_probabilities(workspace: Path) -> None:
 def test_missing_checkpoint_names_the_stage(workspace: Path) -> None:
     with pytest.raises(CheckpointError, match=r"resnet34_unet/best.pt.*train_resnet"):
         evaluate_models(["unet", "resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache",
-                        models_dir=workspace / "models", metrics_path=workspace / "never.json",
+                        models_dir=workspace / "models", metrics_dir=workspace / "never_metrics",
                         plots_dir=workspace / "never", device="cpu")
-    assert not (workspace / "never.json").exists() and not (workspace / "never").exists()
+    assert not (workspace / "never_metrics").exists() and not (workspace / "never").exists()
 
 
 def test_checkpoint_of_another_model_is_refused(workspace: Path, tmp_path: Path) -> None:
@@ -197,7 +275,7 @@ def test_checkpoint_of_another_model_is_refused(workspace: Path, tmp_path: Path)
     (tmp_path / "resnet34_unet" / "best.pt").symlink_to(workspace / "models" / "unet" / "best.pt")
     with pytest.raises(CheckpointError, match="holds a unet model, expected resnet34_unet"):
         evaluate_models(["resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache", models_dir=tmp_path,
-                        metrics_path=tmp_path / "m.json", plots_dir=tmp_path / "p", device="cpu")
+                        metrics_dir=tmp_path / "m", plots_dir=tmp_path / "p", device="cpu")
 
 
 def test_corrupt_checkpoint_stops_before_any_output(workspace: Path, tmp_path: Path) -> None:
@@ -207,27 +285,19 @@ def test_corrupt_checkpoint_stops_before_any_output(workspace: Path, tmp_path: P
     (tmp_path / "resnet34_unet" / "best.pt").write_bytes(whole[: len(whole) // 3])  # truncated
     with pytest.raises(CheckpointError, match=r"resnet34_unet/best.pt: not a readable checkpoint"):
         evaluate_models(["unet", "resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache",
-                        models_dir=tmp_path, metrics_path=tmp_path / "m.json", plots_dir=tmp_path / "p", device="cpu")
-    assert not (tmp_path / "m.json").exists() and not (tmp_path / "p").exists()
-
-
-def test_partial_run_keeps_other_sections(tmp_path: Path) -> None:
-    path = tmp_path / "evaluate.json"
-    path.write_text(json.dumps({"resnet34_unet": {"dice_mean": 0.5}, "unet": {"dice_mean": 0.1}}))
-    merged = merge_report(path, {"unet": {"dice_mean": 0.9}})
-    assert merged == {"unet": {"dice_mean": 0.9}, "resnet34_unet": {"dice_mean": 0.5}}
-    assert list(merged) == ["unet", "resnet34_unet"]
+                        models_dir=tmp_path, metrics_dir=tmp_path / "m", plots_dir=tmp_path / "p", device="cpu")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "p").exists()
 
 
 def test_stage_script_runs_and_fails_cleanly(workspace: Path, tmp_path: Path) -> None:
     params = write_params(tmp_path / "params.yaml", threshold=0.4, n_worst=2)
     command = [sys.executable, str(REPO / "stages" / "evaluate.py"), "--params", str(params),
                "--cache", str(workspace / "cache"), "--models-dir", str(workspace / "models"),
-               "--metrics", str(tmp_path / "metrics" / "evaluate.json"), "--plots", str(tmp_path / "plots"),
+               "--metrics", str(tmp_path / "metrics"), "--plots", str(tmp_path / "plots"),
                "--device", "cpu"]  # fmt: skip
     done = subprocess.run([*command, "--models", "unet"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
-    report = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
+    report = {"unet": json.loads((tmp_path / "metrics" / "unet.json").read_text())}
     assert report["unet"]["threshold"] == 0.4 and report["unet"]["n_images"] == 8
     assert (tmp_path / "plots" / "unet.csv").is_file() and (tmp_path / "plots" / "unet_worst.png").is_file()
 

@@ -30,7 +30,6 @@ from petseg.data.preprocess import preprocess
 from petseg.data.synthetic import generate
 from petseg.errors import DataError
 from petseg.evaluation import evaluate_models
-from petseg.evaluation.run import merge_report
 from petseg.evaluation.tables import read_per_image_csv
 from petseg.io import TEMP_MARK, atomic_path, remove_stale_temps, save_npy, write_json, write_text
 from petseg.models import build_model
@@ -300,13 +299,13 @@ def test_damaged_cache_files_are_named_by_evaluate_and_train(tmp_path: Path, nam
         path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DataError) as evaluated:
         evaluate_models(["unet"], evaluate_params(), cache_dir=cache, models_dir=models,
-                        metrics_path=tmp_path / "metrics.json", plots_dir=tmp_path / "plots", device="cpu")
+                        metrics_dir=tmp_path / "metrics", plots_dir=tmp_path / "plots", device="cpu")
     with pytest.raises(DataError) as trained:
         fit("unet", unet(base_channels=4, batch_size=4), train_params(epochs=1, lr=1e-3, device="cpu"), cache,
             tmp_path / "out", progress=False)
     for info, split in ((evaluated, "test"), (trained, "train")):
         assert str(info.value).startswith(f"{cache / split / name}: ") and complaint in str(info.value)
-    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "out" / "last.pt").exists()
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "out" / "last.pt").exists()
 
 
 def test_damaged_training_logs_and_tables_are_named_by_plot(tmp_path: Path) -> None:
@@ -331,11 +330,3 @@ def test_damaged_training_logs_and_tables_are_named_by_plot(tmp_path: Path) -> N
     table.write_text(rows.replace("0.75", "7.5"))
     with pytest.raises(DataError, match=rf"^{table}: dice values outside \[0, 1\]"):
         read_per_image_csv(table)
-
-
-def test_a_corrupt_metrics_file_is_replaced_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = tmp_path / "evaluate.json"
-    path.write_text('{"unet": {"dice_mean": 0.9')  # truncated
-    merged = merge_report(path, {"resnet34_unet": {"dice_mean": 0.8}})
-    assert merged == {"resnet34_unet": {"dice_mean": 0.8}}
-    assert f"{path}: not a valid JSON file" in caplog.text

@@ -11,17 +11,19 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.paramsfile import REPO
 from tests.projectcopy import GIT_USER, copy_project, dvc_env
 
 TINY = {
     "data.synthetic.n_trainval": 30,
-    "data.synthetic.n_test": 6,
+    "data.synthetic.n_test": 12,
     "data.image_size": 32,
     "train.epochs": 2,
     "models.unet.base_channels": 4,
@@ -30,7 +32,11 @@ TINY = {
     "evaluate.batch_size": 8,
     "evaluate.n_worst": 2,
 }
-STAGES = ["download", "preprocess", "train_unet", "train_resnet", "evaluate", "infer", "plot"]
+STAGES = ["download", "preprocess", "train_unet", "train_resnet", "evaluate", "compare", "infer", "plot"]
+METRIC_KEYS = {"dice_mean", "dice_median", "dice_std", "dice_min", "dice_max", "iou_mean", "dice_pooled", "pixel_accuracy",
+               "n_images", "threshold", "tta", "checkpoint_epoch", "checkpoint_val_dice", "dice_mean_ignore_border",
+               "boundary_iou_mean", "dice_mean_cat", "dice_mean_dog", "parameters", "gflops", "eval_images_per_s",
+               "train_seconds_per_epoch"}
 
 
 def run(project: Path, *args: str, timeout: float = 600) -> str:
@@ -66,18 +72,23 @@ def test_repro_runs_every_stage_and_writes_every_output(project: Path):
         *[f"models/{model}/{which}.pt" for model in ("unet", "resnet34_unet") for which in ("best", "last")],
         *[f"dvclive/{model}/metrics.json" for model in ("unet", "resnet34_unet")],
         "dvclive/unet/plots/metrics/val/dice.tsv",
-        "metrics/evaluate.json",
+        "metrics/unet.json", "metrics/resnet34_unet.json", "metrics/compare.json",
         "plots/evaluate/unet.csv", "plots/evaluate/resnet34_unet.csv",
+        "plots/evaluate/unet_by_breed.csv", "plots/evaluate/resnet34_unet_by_breed.csv",
         "plots/evaluate/unet_worst.png", "plots/evaluate/resnet34_unet_worst.png",
         "plots/dice_curves.png", "plots/loss_curves.png", "plots/lr_curves.png", "plots/dice_histogram.png",
+        "plots/dice_by_breed.png",
     ]
     missing = [path for path in expected if not (project / path).is_file()]
     assert missing == []
     test_names = (project / "data/cache/test/names.txt").read_text().split()
     masks = sorted(p.name for p in (project / "predictions/unet").glob("*_mask.png"))
     assert masks == sorted(f"{name}_mask.png" for name in test_names)
-    metrics = json.loads((project / "metrics/evaluate.json").read_text())
-    assert set(metrics) == {"unet", "resnet34_unet"} and metrics["unet"]["n_images"] == len(test_names)
+    for model in ("unet", "resnet34_unet"):
+        metrics = json.loads((project / f"metrics/{model}.json").read_text())
+        assert set(metrics) == METRIC_KEYS and metrics["n_images"] == len(test_names)
+        assert metrics["dice_mean_cat"] is not None and metrics["dice_mean_dog"] is not None  # synthetic lists label all
+    assert json.loads((project / "metrics/compare.json").read_text())["n_images"] == len(test_names)
     commit(project, "first run")
 
 
@@ -97,31 +108,40 @@ def test_evaluate_param_reruns_only_evaluate_and_what_follows(project: Path):
     assert re.search(r"evaluate\.threshold\s+0\.5\s+0\.4", diff), diff
 
     output = run(project, "dvc", "repro")
-    assert sorted(stages_run(output)) == ["evaluate", "plot"]
+    assert sorted(stages_run(output)) == ["compare", "evaluate", "plot"]
     assert {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*.pt")} == checkpoints
-    assert json.loads((project / "metrics/evaluate.json").read_text())["unet"]["threshold"] == 0.4
+    assert json.loads((project / "metrics/unet.json").read_text())["threshold"] == 0.4
     commit(project, "threshold 0.4")
 
 
 def test_metrics_show_lists_both_models_and_diff_compares_commits(project: Path):
     shown = json.loads(run(project, "dvc", "metrics", "show", "--json"))
     data = next(iter(shown.values()))["data"]
-    evaluate = data["metrics/evaluate.json"]["data"]
-    for model in ("unet", "resnet34_unet"):
-        assert {"dice_mean", "dice_median", "dice_std", "dice_min", "dice_max", "iou_mean", "dice_pooled",
-                "pixel_accuracy", "n_images"} <= set(evaluate[model])
+    for model in ("unet", "resnet34_unet"):  # one file per model, the same keys: one row each in `dvc metrics show`
+        assert set(data[f"metrics/{model}.json"]["data"]) == METRIC_KEYS
+    assert {"dice_mean_diff", "ci95_low", "ci95_high", "p_value"} <= set(data["metrics/compare.json"]["data"])
     assert "dvclive/unet/metrics.json" in data
     diff = json.loads(run(project, "dvc", "metrics", "diff", "HEAD~1", "--json"))
-    assert "metrics/evaluate.json" in diff
+    assert "metrics/unet.json" in diff
+
+
+def test_compare_against_the_commit_before_an_evaluate_change(project: Path):
+    done = subprocess.run([sys.executable, "-m", "stages.compare", "--against", "HEAD~1"], cwd=project,
+                          capture_output=True, text=True, timeout=300, env=dvc_env())
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines if "dice_mean: here minus HEAD~1" in line] == ["UNet", "ResNet34-UNet"]
+    assert all("95% CI [" in line and "Wilcoxon p = " in line for line in lines)
 
 
 def test_plots_show_and_diff_render_both_models(project: Path):
     run(project, "dvc", "plots", "show", "-o", "plots_show")
     page = (project / "plots_show" / "index.html").read_text()
-    for title in ("Validation Dice per epoch, UNet vs ResNet34-UNet", "Train Dice per epoch", "Train and validation loss"):
+    for title in ("Validation Dice per epoch, UNet vs ResNet34-UNet", "Train Dice per epoch", "Train (circles) and validation (squares) loss"):
         assert title in page
     assert "<script src=" not in page and "vega-embed" in page  # the offline template of .dvc/config
     assert "resnet34_unet/plots/metrics/val/dice.tsv" in page and "\"unet/plots/metrics/val/dice.tsv" in page
+    assert "Mean test Dice by breed" in page and page.count("ResNet34-UNet") >= 6  # the models' own legend names
     run(project, "dvc", "plots", "diff", "HEAD~1", "-o", "plots_diff")
     diff_page = (project / "plots_diff" / "index.html").read_text()
     assert "HEAD~1" in diff_page and "workspace" in diff_page
@@ -130,11 +150,37 @@ def test_plots_show_and_diff_render_both_models(project: Path):
 
 
 def test_experiment_run_with_set_param(project: Path):
-    output = run(project, "dvc", "exp", "run", "-S", "train.lr=3e-4")
+    output = run(project, "dvc", "exp", "run", "-S", "train.lr=3e-4", "-n", "lr-small")
     assert {"train_unet", "train_resnet", "evaluate"} <= set(stages_run(output))
     assert "download" not in stages_run(output)
     shown = run(project, "dvc", "exp", "show", "--no-pager", "--csv")
     assert "0.0003" in shown
+    against = subprocess.run([sys.executable, "-m", "stages.compare", "--against", "lr-small"], cwd=project,
+                             capture_output=True, text=True, timeout=300, env=dvc_env())
+    assert against.returncode == 0 and "UNet, dice_mean: here minus lr-small +0.0000" in against.stdout, against.stderr
+
+
+# The README's commands for "which model is better" and "compare my experiments", in a 120-column terminal
+README_TABLES = {
+    "which model is better": ["--drop", "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|Created",
+                              "--keep", "(unet|resnet34_unet)_dice_mean|ci95_|p_value"],
+    "compare my experiments": ["--drop", "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|ci95|"
+                               "p_value|Created", "--keep", "(unet|resnet34_unet)_dice_mean", "--sort-by",
+                               "unet_dice_mean"],
+}
+
+
+@pytest.mark.parametrize("question", list(README_TABLES))
+def test_readme_tables_fit_a_120_column_terminal(project: Path, question: str):
+    readme = (REPO / "README.md").read_text()
+    command = ["dvc", "exp", "show", "--no-pager", "--only-changed", *README_TABLES[question]]
+    assert " ".join(command[:5]) + " --drop '" + README_TABLES[question][1] in readme  # the README shows this command
+    done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300,
+                          env={**dvc_env(), "COLUMNS": "120"})
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout and max(len(line) for line in done.stdout.splitlines()) <= 120, done.stdout
+    assert "unet_dice_mean" in done.stdout and "resnet34_unet_dice_mean" in done.stdout and "train.lr" in done.stdout
+    assert "lr-small" in done.stdout
 
 
 def test_queued_sweep_runs_and_shows(project: Path):

@@ -224,3 +224,40 @@ def test_a_second_trainer_on_the_same_checkpoints_is_refused(cache: Path, tmp_pa
         os.close(held)
     fit("unet", UNET, config(epochs=1), cache, tmp_path / "m", progress=False)  # free again
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_precision_is_logged_and_part_of_the_run(cache: Path, tmp_path: Path, caplog):
+    with caplog.at_level(logging.INFO, logger="petseg"):
+        fit("unet", UNET, config(epochs=1, precision="bf16"), cache, tmp_path / "m", progress=False)
+    assert "training in bf16 (train.precision: bf16)" in caplog.text
+    assert load_checkpoint(tmp_path / "m" / "last.pt").signature["precision"] == "bf16"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="petseg"):
+        result = fit("unet", UNET, config(epochs=1, precision="fp32"), cache, tmp_path / "m", progress=False)
+    assert result.epochs_run == 1 and "starting over" in caplog.text and "precision: 'bf16' -> 'fp32'" in caplog.text
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(cache: Path, tmp_path: Path):
+    fp16 = dict(precision="fp16", scheduler="plateau")
+    fit("unet", UNET, config(epochs=1, **fp16), cache, tmp_path / "a", progress=False)
+    extended = fit("unet", UNET, config(epochs=2, **fp16), cache, tmp_path / "a", progress=False)
+    fit("unet", UNET, config(epochs=2, **fp16), cache, tmp_path / "b", progress=False)  # uninterrupted
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert extended.epochs_run == 1 and a.scaler is not None and a.scaler["scale"] > 0
+    assert a.history == b.history and a.scaler == b.scaler
+    assert_same_weights(a.model, b.model)
+
+
+def test_auto_precision_follows_the_cpu():
+    from petseg.precision import resolve_precision
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith(("flags", "Features")):  # x86, Arm
+            flags = set(line.split(":", 1)[1].split())
+            break
+    native = bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    chosen = resolve_precision("auto", torch.device("cpu"))
+    assert chosen.name == ("bf16" if native else "fp32") and chosen.reason.startswith("auto: ")
+    assert resolve_precision("fp32", torch.device("cpu")).grad_scaler() is None
+    assert resolve_precision("fp16", torch.device("cpu")).grad_scaler() is not None

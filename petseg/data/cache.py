@@ -6,6 +6,8 @@
 - ``masks.npy``   N x H x W uint8, 1 = pet (trimap 1 or 3), 0 = background (trimap 2)
 - ``trimaps.npy`` N x H x W uint8, the original values 1/2/3
 - ``names.txt``   one image name per line, in the same order
+- ``labels.csv``  ``name,class_id,species,breed_id`` of each image from the split lists, in the
+  same order (a field is empty where the list line has no such column)
 
 Arrays are memory-mapped on load, so opening a split costs nothing and
 batches are built by indexing.
@@ -20,10 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from petseg.errors import DataError
+from petseg.data.layout import ListEntry
 from petseg.data.splits import SPLITS
-from petseg.io import load_npy
+from petseg.io import load_npy, read_table
 
-__all__ = ["ARRAYS", "SPLITS", "Split", "fingerprint", "load_split", "split_dir"]
+__all__ = ["ARRAYS", "LABELS_FILE", "SPLITS", "Split", "fingerprint", "labels_text", "load_split", "split_dir"]
+
+LABELS_FILE = "labels.csv"
+LABEL_COLUMNS = ("name", "class_id", "species", "breed_id")
 
 ARRAYS = ("images", "masks", "trimaps")
 
@@ -37,6 +43,7 @@ class Split:
     masks: np.ndarray
     trimaps: np.ndarray
     names: list[str]
+    labels: list[ListEntry] | None = None  # None for a cache written before labels were kept
 
     def __len__(self) -> int:
         return len(self.names)
@@ -77,7 +84,29 @@ def load_split(cache_dir: str | Path, split: str, *, mmap: bool = True) -> Split
             )
     if len(names) != n:
         raise DataError(f"{names_path}: {len(names)} names for {n} images; the cache is inconsistent, re-run preprocess")
-    return Split(directory, images, masks, trimaps, names)
+    return Split(directory, images, masks, trimaps, names, _read_labels(directory / LABELS_FILE, names))
+
+
+def labels_text(entries: list[ListEntry]) -> str:
+    """The content of ``labels.csv`` for these entries (in cache order)."""
+    rows = [",".join(LABEL_COLUMNS)]
+    rows += [",".join("" if v is None else str(v) for v in (e.name, e.class_id, e.species, e.breed_id)) for e in entries]
+    return "\n".join(rows) + "\n"
+
+
+def _read_labels(path: Path, names: list[str]) -> list[ListEntry] | None:
+    if not path.is_file():
+        return None
+    rows = read_table(path, ",", "preprocess", "the labels table")
+    try:
+        entries = [ListEntry(row["name"], *(int(row[key]) if row[key] else None for key in LABEL_COLUMNS[1:]))
+                   for row in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a labels table with columns {','.join(LABEL_COLUMNS)} ({exc!r}); "
+                        "re-run preprocess") from None
+    if [entry.name for entry in entries] != names:
+        raise DataError(f"{path}: its names differ from names.txt; the cache is inconsistent, re-run preprocess")
+    return entries
 
 
 def fingerprint(splits: list[Split] | tuple[Split, ...]) -> str:

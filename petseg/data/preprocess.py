@@ -37,8 +37,18 @@ import numpy as np
 from tqdm import tqdm
 
 from petseg.data import imaging
-from petseg.data.cache import split_dir
-from petseg.data.layout import IMAGES_DIR, TEST_LIST, TRAINVAL_LIST, TRIMAPS_DIR, check_layout, image_path, read_list, trimap_path
+from petseg.data.cache import LABELS_FILE, labels_text, split_dir
+from petseg.data.layout import (
+    IMAGES_DIR,
+    TEST_LIST,
+    TRAINVAL_LIST,
+    TRIMAPS_DIR,
+    ListEntry,
+    check_layout,
+    image_path,
+    read_list,
+    trimap_path,
+)
 from petseg.data.rows import NpyRows, RowTarget, RowWriter
 from petseg.data.splits import SPLITS, split_names
 from petseg.errors import DataError
@@ -170,10 +180,11 @@ def _count_unlisted(directory: Path, listed: set[str], suffix: str) -> int:
 
 
 def _planned_names(raw_dir: Path, split: str, val_every: int, fractions: Sequence[float],
-                   seed: int) -> tuple[dict[str, list[str]], set[str]]:
-    """The names of each split, and every listed name; a malformed or overlapping list is a DataError."""
+                   seed: int) -> tuple[dict[str, list[str]], dict[str, ListEntry]]:
+    """The names of each split, and every listed entry by name; a malformed or overlapping list is a DataError."""
     check_layout(raw_dir)
-    trainval = [entry.name for entry in read_list(raw_dir / TRAINVAL_LIST)]
+    entries = {entry.name: entry for entry in read_list(raw_dir / TRAINVAL_LIST)}
+    trainval = list(entries)
     test = [entry.name for entry in read_list(raw_dir / TEST_LIST)]
     overlap = sorted(set(trainval) & set(test))
     if overlap:
@@ -184,7 +195,8 @@ def _planned_names(raw_dir: Path, split: str, val_every: int, fractions: Sequenc
             raise DataError(
                 f"{raw_dir}: the {name} split is empty ({len(trainval)} trainval and {len(test)} test names listed)"
             )
-    return names, set(trainval) | set(test)
+    entries.update({entry.name: entry for entry in read_list(raw_dir / TEST_LIST)})
+    return names, entries
 
 
 def preprocess(
@@ -208,6 +220,10 @@ def preprocess(
     """
     raw_dir, cache_dir = Path(raw_dir), Path(cache_dir)
     names, listed = _planned_names(raw_dir, split, val_every, split_fractions, seed)
+    unlabelled = sorted(name for name, entry in listed.items() if entry.species is None or entry.breed is None)
+    if unlabelled:
+        log.info("note: %d listed name(s) have no species or breed (e.g. %s): their per-species and per-breed "
+                 "scores are left out", len(unlabelled), unlabelled[0])
     planned = [(name, row, item) for name in SPLITS for row, item in enumerate(names[name])]
     tasks = [
         _Task(index, name, row, item, str(image_path(raw_dir, item)), str(trimap_path(raw_dir, item)), image_size,
@@ -229,9 +245,11 @@ def preprocess(
         report_temp = stack.enter_context(atomic_path(cache_dir / "report.json"))
         arrays: dict[str, list[NpyRows]] = {}
         names_temp: dict[str, Path] = {}
+        labels_temp: dict[str, Path] = {}
         for name in SPLITS:
             directory = split_dir(cache_dir, name)
             names_temp[name] = stack.enter_context(atomic_path(directory / "names.txt"))
+            labels_temp[name] = stack.enter_context(atomic_path(directory / LABELS_FILE))
             arrays[name] = [
                 NpyRows(stack.enter_context(atomic_path(directory / f"{array}.npy")), len(names[name]), row_shape)
                 for array, row_shape in (("images", (*side, 3)), ("masks", side), ("trimaps", side))
@@ -262,6 +280,7 @@ def preprocess(
                 rows.compact(kept[name])
             kept_names = [item for item, keep in zip(names[name], kept[name]) if keep]
             names_temp[name].write_text("".join(item + "\n" for item in kept_names), encoding="utf-8")
+            labels_temp[name].write_text(labels_text([listed[item] for item in kept_names]), encoding="utf-8")
 
         options = {"val_every": val_every} if split == "official" else {"split_fractions": list(split_fractions),
                                                                          "seed": seed}

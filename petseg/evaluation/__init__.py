@@ -1,6 +1,19 @@
-"""Evaluation: scoring checkpoints on the test cache (scoring), the per-image tables (tables), the stage (run)."""
+"""Evaluation: scoring checkpoints on the test cache (scoring), the tables in git (tables), the stage (run).
 
-from petseg.evaluation.run import evaluate_models
-from petseg.evaluation.scoring import ModelEvaluation, evaluate_checkpoint, summarize
+The scoring functions load on first use, so that reading the tables never imports torch.
+"""
 
-__all__ = ["ModelEvaluation", "evaluate_checkpoint", "evaluate_models", "summarize"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"evaluate_models": "run", "ModelEvaluation": "scoring", "evaluate_checkpoint": "scoring",
+            "summarize": "scoring"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"petseg.evaluation.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'petseg.evaluation' has no attribute {name!r}")

@@ -1,10 +1,16 @@
 """The evaluate stage: each model's best checkpoint on the test cache, as numbers to diff and pictures to look at.
 
-Outputs, per model: a section of ``metrics/evaluate.json``, the per-image
-table ``plots/evaluate/<model>.csv`` and ``plots/evaluate/<model>_worst.png``,
-a gallery of the ``evaluate.n_worst`` lowest-Dice test images (image, truth,
-prediction). Every checkpoint is found and every model scored before anything
-is written, so a bad checkpoint leaves all outputs as they were.
+Outputs, per model (petseg.paths names them):
+
+- ``metrics/<model>.json``: the figures people compare, the same keys for every
+  model, so ``dvc metrics show`` has one row per model;
+- ``plots/evaluate/<model>.csv``: per-image scores; ``<model>_by_breed.csv``:
+  Dice per breed (petseg.evaluation.tables);
+- ``plots/evaluate/<model>_worst.png``: the ``evaluate.n_worst`` lowest-Dice test
+  images with their predictions.
+
+Every checkpoint is found and every model scored before anything is written, so
+a bad checkpoint leaves all outputs as they were.
 """
 
 from __future__ import annotations
@@ -15,34 +21,44 @@ from pathlib import Path
 from typing import Any
 
 from petseg import paths
-from petseg.data.cache import load_split
+from petseg.checkpoint import load_checkpoint
+from petseg.data.cache import Split, load_split
 from petseg.device import resolve_device
-from petseg.errors import DataError
-from petseg.evaluation.scoring import evaluate_checkpoint
-from petseg.evaluation.tables import write_per_image_csv
-from petseg.io import load_json, remove_stale_temps, write_json
-from petseg.models import MODEL_NAMES
+from petseg.evaluation.scoring import by_breed, evaluate_checkpoint
+from petseg.evaluation.tables import write_breed_csv, write_per_image_csv
+from petseg.io import remove_stale_temps, write_json
+from petseg.models import label
 from petseg.params import EvaluateParams
 from petseg.plotting.gallery import write_gallery
 
 log = logging.getLogger(__name__)
 
+# the order of the keys in every metrics/<model>.json
+METRIC_KEYS = (
+    "dice_mean", "dice_median", "dice_std", "dice_min", "dice_max", "iou_mean", "dice_pooled", "pixel_accuracy",
+    "n_images", "threshold", "tta", "checkpoint_epoch", "checkpoint_val_dice", "dice_mean_ignore_border",
+    "boundary_iou_mean", "dice_mean_cat", "dice_mean_dog", "parameters", "gflops", "eval_images_per_s",
+    "train_seconds_per_epoch",
+)  # fmt: skip
 
-def merge_report(path: str | Path, sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The metrics file's content after replacing ``sections``; other models' sections already there are kept."""
-    path = Path(path)
-    report: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            existing = load_json(path)
-            if isinstance(existing, dict):
-                report.update(existing)
-        except DataError as exc:
-            log.warning("%s; replacing it", exc)
-    report.update(sections)
-    ordered = {name: report[name] for name in MODEL_NAMES if name in report}
-    ordered.update({name: value for name, value in report.items() if name not in ordered})
-    return ordered
+
+def training_seconds(best: Path) -> list[float]:
+    """Seconds per epoch of the run that made ``best`` (from its last.pt when that belongs to the same run)."""
+    last = best.with_name("last.pt")
+    best_checkpoint = load_checkpoint(best)
+    if last.is_file():
+        last_checkpoint = load_checkpoint(last)
+        if last_checkpoint.signature == best_checkpoint.signature:
+            return last_checkpoint.epoch_seconds
+    return best_checkpoint.epoch_seconds
+
+
+def _note_unlabelled(split: Split) -> None:
+    labels = split.labels or []
+    missing = len(split) - sum(1 for entry in labels if entry.species is not None and entry.breed is not None)
+    if missing:
+        log.info("note: %d of %d test images have no species or breed in the split lists (or the cache predates "
+                 "them): per-species and per-breed figures leave them out", missing, len(split))
 
 
 def evaluate_models(
@@ -51,27 +67,30 @@ def evaluate_models(
     *,
     cache_dir: str | Path = paths.CACHE_DIR,
     models_dir: str | Path = paths.MODELS_DIR,
-    metrics_path: str | Path = paths.METRICS_DIR / "evaluate.json",
+    metrics_dir: str | Path = paths.METRICS_DIR,
     plots_dir: str | Path = paths.EVALUATE_DIR,
     device: str = "auto",
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate each model's ``best.pt`` on the test cache and write metrics, per-image tables and galleries."""
+    """Evaluate each model's ``best.pt`` on the test cache and write its metrics, tables and gallery."""
     torch_device = resolve_device(device, param="--device")
     checkpoints = {name: paths.best_checkpoint(name, models_dir) for name in model_names}
     split = load_split(cache_dir, "test")
-    evaluations = {name: evaluate_checkpoint(path, split, config, torch_device, expected_model=name)
+    _note_unlabelled(split)
+    evaluations = {name: evaluate_checkpoint(path, split, config, torch_device, expected_model=name,
+                                             epoch_seconds=training_seconds(path))
                    for name, path in checkpoints.items()}
-    for directory in (Path(plots_dir), Path(metrics_path).parent):
+    for directory in (Path(plots_dir), Path(metrics_dir)):
         remove_stale_temps(directory)  # left by a run that was killed mid-write
-    sections: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     for name, evaluation in evaluations.items():
-        write_per_image_csv(paths.per_image_table(name, plots_dir), evaluation.names, evaluation.dice, evaluation.iou)
+        write_per_image_csv(paths.per_image_table(name, plots_dir), evaluation.table)
+        write_breed_csv(paths.breed_table(name, plots_dir), by_breed(evaluation.table))
         write_gallery(paths.gallery(name, plots_dir), evaluation, split, config.n_worst)
-        sections[name] = s = evaluation.summary
-        log.info("%s: Dice mean %.4f median %.4f (min %.4f, max %.4f), IoU %.4f, pooled Dice %.4f, "
-                 "pixel accuracy %.4f on %d test images (checkpoint epoch %d%s)",
-                 name, s["dice_mean"], s["dice_median"], s["dice_min"], s["dice_max"], s["iou_mean"],
-                 s["dice_pooled"], s["pixel_accuracy"], s["n_images"], s["checkpoint_epoch"],
+        summaries[name] = s = {key: evaluation.summary[key] for key in METRIC_KEYS}
+        write_json(paths.metrics_file(name, metrics_dir), s)
+        log.info("%s: Dice mean %.4f (median %.4f, ignoring the border %.4f), Boundary IoU %.4f, IoU %.4f, "
+                 "pooled Dice %.4f on %d test images (checkpoint epoch %d%s)",
+                 label(name), s["dice_mean"], s["dice_median"], s["dice_mean_ignore_border"], s["boundary_iou_mean"],
+                 s["iou_mean"], s["dice_pooled"], s["n_images"], s["checkpoint_epoch"],
                  ", flip TTA" if config.tta else "")
-    write_json(metrics_path, merge_report(metrics_path, sections))
-    return sections
+    return summaries

@@ -1,16 +1,23 @@
-"""Scoring one checkpoint on the test cache: per-image pixel counts, Dice and IoU, and their summary.
+"""Scoring one checkpoint on the test cache: per-image scores, their summary, and per-breed figures.
 
-Per-image Dice is 2|P∩G| / (|P| + |G|), where P holds the pixels whose pet
-probability exceeds the threshold and G the true pet pixels (trimap pet or
-boundary); an image whose prediction and truth are both empty scores 1. IoU is
-|P∩G| / |P∪G| (also 1 when both are empty). Pooled Dice counts the pixels of
-all test images at once, so large pets weigh more; pixel accuracy is the share
-of all test pixels classified correctly. Probabilities come from
+Per image (the truth is trimap pet or boundary; the prediction is probability > threshold):
+
+- Dice = 2|P∩G| / (|P| + |G|) and IoU = |P∩G| / |P∪G|, 1 when both are empty;
+- Dice ignoring the border: the trimap's boundary pixels (value 3) removed from
+  both prediction and truth first, the protocol some reports use;
+- Boundary IoU (Cheng et al., CVPR 2021): the IoU of the two masks' inner bands
+  of width d = max(1, round(0.02 x image diagonal)), 1 when both bands are empty.
+
+Pooled Dice counts the pixels of all test images at once; pixel accuracy is the
+share of all test pixels classified correctly. Species and breed come from the
+split lists (kept in the cache by preprocess). Probabilities come from
 petseg.predict, in exact float32.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +27,35 @@ import numpy as np
 import torch
 
 from petseg.data.cache import Split
+from petseg.data.layout import BREEDS
 from petseg.errors import CheckpointError, DataError
-from petseg.metrics import TN, TP, dice_from_counts, iou_from_counts, pixel_counts
+from petseg.evaluation.tables import PerImage
+from petseg.metrics import TN, TP, boundary_iou, dice_from_counts, dice_ignoring, iou_from_counts, pixel_counts
+from petseg.models import count_parameters
 from petseg.params import EvaluateParams
 from petseg.predict import Predictor
+
+BOUNDARY = 3  # the trimap's "not classified" band
 
 
 @dataclass
 class ModelEvaluation:
-    """One model's test results: per-image scores and pixel counts, and the summary written to the metrics file."""
+    """One model's test results: per-image scores and labels, the summary for its metrics file, the masks."""
 
     model_name: str
-    names: list[str]
+    table: PerImage
     counts: np.ndarray  # N x 4 int64: tp, fp, fn, tn
-    dice: np.ndarray  # N float64
-    iou: np.ndarray  # N float64
     summary: dict[str, Any]
     packed_masks: np.ndarray  # N x ceil(H*W/8) uint8: the predicted masks, np.packbits per image
     mask_shape: tuple[int, int]
+
+    @property
+    def names(self) -> list[str]:
+        return self.table.names
+
+    @property
+    def dice(self) -> np.ndarray:
+        return self.table.scores["dice"]
 
     def predicted_masks(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """The predicted masks (bool K x H x W) of the given images, exactly as they were scored."""
@@ -46,26 +64,55 @@ class ModelEvaluation:
         return bits.reshape(-1, height, width).astype(bool)
 
 
-def summarize(counts: np.ndarray, dice: np.ndarray, iou: np.ndarray) -> dict[str, Any]:
-    """Aggregate per-image scores and pixel counts into the metrics of one model.
+def _mean_or_none(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None
 
-    ``dice_std`` is the population standard deviation (ddof 0); ``dice_pooled``
-    is Dice on the summed counts; ``pixel_accuracy`` is (tp + tn) / all pixels.
-    """
+
+def summarize(counts: np.ndarray, table: PerImage) -> dict[str, Any]:
+    """The figures people compare, from per-image scores and pixel counts (``dice_std`` has ddof 0)."""
+    dice = table.scores["dice"]
     if len(dice) == 0:
         raise DataError("no test images to evaluate")
     total = counts.sum(axis=0)
+    species = np.array([s or "" for s in table.species])
     return {
         "dice_mean": float(np.mean(dice)),
         "dice_median": float(np.median(dice)),
         "dice_std": float(np.std(dice)),
         "dice_min": float(np.min(dice)),
         "dice_max": float(np.max(dice)),
-        "iou_mean": float(np.mean(iou)),
+        "iou_mean": float(np.mean(table.scores["iou"])),
         "dice_pooled": float(dice_from_counts(torch.from_numpy(total)).item()),
         "pixel_accuracy": float((total[TP] + total[TN]) / total.sum()),
         "n_images": int(len(dice)),
+        "dice_mean_ignore_border": float(np.mean(table.scores["dice_ignore_border"])),
+        "boundary_iou_mean": float(np.mean(table.scores["boundary_iou"])),
+        "dice_mean_cat": _mean_or_none(dice[species == "cat"]),
+        "dice_mean_dog": _mean_or_none(dice[species == "dog"]),
     }
+
+
+def by_breed(table: PerImage) -> list[dict[str, Any]]:
+    """One row per breed present (official class order): breed, species, n, Dice mean and median."""
+    groups: dict[str, list[int]] = {}
+    for index, breed in enumerate(table.breeds):
+        if breed is not None:
+            groups.setdefault(breed, []).append(index)
+    order = {name: position for position, name in enumerate(BREEDS)}
+    dice = table.scores["dice"]
+    return [{"breed": breed, "species": table.species[indices[0]] or "", "n": len(indices),
+             "dice_mean": float(np.mean(dice[indices])), "dice_median": float(np.median(dice[indices]))}
+            for breed, indices in sorted(groups.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))]
+
+
+def forward_gflops(model: torch.nn.Module, image_size: int) -> float:
+    """GFLOPs of one forward pass of one image, as torch.utils.flop_counter counts them (2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    return counter.get_total_flops() / 1e9
 
 
 def evaluate_checkpoint(
@@ -75,8 +122,9 @@ def evaluate_checkpoint(
     device: str | torch.device = "auto",
     *,
     expected_model: str | None = None,
+    epoch_seconds: Sequence[float] = (),
 ) -> ModelEvaluation:
-    """Score one checkpoint on a cache split: per-image counts, Dice and IoU, and their summary."""
+    """Score one checkpoint on a cache split; ``epoch_seconds`` is the training run's time per epoch."""
     predictor = Predictor(path, device, tta=config.tta)
     checkpoint = predictor.checkpoint
     name = checkpoint.model_name
@@ -89,21 +137,38 @@ def evaluate_checkpoint(
         )
     if len(split) == 0:
         raise DataError(f"{split.directory}: the test split is empty; nothing to evaluate")
-    chunks, packed = [], []
+    counts, scores, packed = [], {"ignore_border": [], "boundary": []}, []
+    started = time.perf_counter()
     for start, probabilities in predictor.batches(split.images, config.batch_size):
-        predicted = probabilities > config.threshold
-        truth = torch.from_numpy(np.array(split.masks[start : start + len(predicted)], dtype=np.uint8))
-        chunks.append(pixel_counts(predicted[:, 0], truth.to(predictor.device)).cpu())
+        predicted = (probabilities > config.threshold)[:, 0]
+        rows = slice(start, start + len(predicted))
+        truth = torch.from_numpy(np.array(split.masks[rows], dtype=np.uint8)).to(predictor.device).bool()
+        border = torch.from_numpy(np.array(split.trimaps[rows]) == BOUNDARY).to(predictor.device)
+        counts.append(pixel_counts(predicted, truth).cpu())
+        scores["ignore_border"].append(dice_ignoring(predicted, truth, border).cpu())
+        scores["boundary"].append(boundary_iou(predicted, truth).cpu())
         packed.append(np.packbits(predicted.flatten(1).cpu().numpy(), axis=1))
-    counts_tensor = torch.cat(chunks)
-    dice, iou = dice_from_counts(counts_tensor).numpy(), iou_from_counts(counts_tensor).numpy()
-    counts = counts_tensor.numpy()
-    summary = summarize(counts, dice, iou)
+    seconds = time.perf_counter() - started
+    counts_tensor = torch.cat(counts)
+    labels = split.labels or [None] * len(split)
+    table = PerImage(
+        list(split.names),
+        {"dice": dice_from_counts(counts_tensor).numpy(), "iou": iou_from_counts(counts_tensor).numpy(),
+         "dice_ignore_border": torch.cat(scores["ignore_border"]).numpy(),
+         "boundary_iou": torch.cat(scores["boundary"]).numpy()},
+        [label.breed if label is not None else None for label in labels],
+        [label.species_name if label is not None else None for label in labels],
+    )
+    summary = summarize(counts_tensor.numpy(), table)
     summary.update({
         "threshold": float(config.threshold),
         "tta": bool(config.tta),
         "checkpoint_epoch": checkpoint.epoch,
         "checkpoint_val_dice": checkpoint.val_dice,
+        "parameters": count_parameters(predictor.model),
+        "gflops": float(f"{forward_gflops(predictor.model, split.image_size):.4g}"),
+        "eval_images_per_s": round(len(split) / seconds, 1),
+        "train_seconds_per_epoch": round(statistics.median(epoch_seconds), 2) if epoch_seconds else None,
     })
     size = split.image_size
-    return ModelEvaluation(name, list(split.names), counts, dice, iou, summary, np.concatenate(packed), (size, size))
+    return ModelEvaluation(name, table, counts_tensor.numpy(), summary, np.concatenate(packed), (size, size))

@@ -1,8 +1,15 @@
-"""The per-image table of the evaluate stage: ``plots/evaluate/<model>.csv``.
+"""The tables of the evaluate stage, in git beside the metrics so that commits and experiments compare.
 
-Columns ``name,dice,iou``, one row per test image in cache order; floats are
-written with ``repr`` so they read back exactly. The plot stage charts it and
-the comparison against another revision reads it from git.
+- ``plots/evaluate/<model>.csv``: one row per test image in cache order, columns
+  ``name,breed,species,dice,iou,dice_ignore_border,boundary_iou`` (breed and
+  species empty where the split list gives none). Floats are written with
+  ``repr`` so they read back exactly. The plot stage charts it; the compare
+  stage and ``stages/compare.py --against REV`` pair its rows by name.
+- ``plots/evaluate/<model>_by_breed.csv``: ``breed,species,n,dice_mean,dice_median``,
+  one row per breed in the official class order.
+
+Tables written before the boundary and border columns existed (``name,dice,iou``)
+still read: the missing columns are absent from :attr:`PerImage.scores`.
 """
 
 from __future__ import annotations
@@ -10,39 +17,86 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from petseg.errors import DataError
-from petseg.io import read_table, write_text
+from petseg.io import parse_table, read_table, write_text
 
-COLUMNS = ("name", "dice", "iou")
+SCORES = ("dice", "iou", "dice_ignore_border", "boundary_iou")  # per-image scores, each in [0, 1]
+COLUMNS = ("name", "breed", "species", *SCORES)
+BREED_COLUMNS = ("breed", "species", "n", "dice_mean", "dice_median")
 
 
-def write_per_image_csv(path: str | Path, names: Sequence[str], dice: np.ndarray, iou: np.ndarray) -> None:
-    """Write the per-image table atomically."""
+@dataclass
+class PerImage:
+    """One model's per-image results: names, optional breed and species, and each score as an array."""
+
+    names: list[str]
+    scores: dict[str, np.ndarray]
+    breeds: list[str | None] = field(default_factory=list)
+    species: list[str | None] = field(default_factory=list)
+
+
+def _text(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for name, d, i in zip(names, dice, iou):
-        writer.writerow([name, repr(float(d)), repr(float(i))])
-    write_text(path, buffer.getvalue())
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
-def read_per_image_csv(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read a per-image table: names, Dice and IoU; a bad file is a DataError naming it."""
-    path = Path(path)
-    rows = read_table(path, ",", "evaluate", "the per-image table")
+def write_per_image_csv(path: str | Path, table: PerImage) -> None:
+    """Write the per-image table atomically."""
+    rows = [[name, breed or "", species or "", *(repr(float(table.scores[key][i])) for key in SCORES)]
+            for i, (name, breed, species) in enumerate(zip(table.names, table.breeds, table.species))]
+    write_text(path, _text(rows, COLUMNS))
+
+
+def read_per_image_csv(path: str | Path, stage: str = "evaluate") -> PerImage:
+    """Read a per-image table; a bad file is a DataError naming it (and the stage that writes it)."""
+    return per_image_from_rows(read_table(path, ",", stage, "the per-image table"), str(path), stage)
+
+
+def parse_per_image_csv(text: str, source: str, stage: str = "evaluate") -> PerImage:
+    """A per-image table from its text (e.g. read from git at another revision); ``source`` names it in errors."""
+    return per_image_from_rows(parse_table(text, ",", source, stage, "the per-image table"), source, stage)
+
+
+def per_image_from_rows(rows: list[dict[str, str]], path: str, stage: str) -> PerImage:
+    if not rows:
+        raise DataError(f"{path}: the per-image table is empty; re-run {stage}")
+    present = [key for key in SCORES if key in rows[0]]
     try:
         names = [row["name"] for row in rows]
-        dice = np.array([float(row["dice"]) for row in rows], dtype=np.float64)
-        iou = np.array([float(row["iou"]) for row in rows], dtype=np.float64)
+        scores = {key: np.array([float(row[key]) for row in rows], dtype=np.float64) for key in present}
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a per-image table with columns name,dice,iou ({exc!r}); re-run evaluate") from None
-    if len(rows) == 0:
-        raise DataError(f"{path}: the per-image table is empty; re-run evaluate")
-    for label, scores in (("dice", dice), ("iou", iou)):
-        if not np.all((scores >= 0.0) & (scores <= 1.0)):  # also false for NaN
-            raise DataError(f"{path}: {label} values outside [0, 1]; re-run evaluate")
-    return names, dice, iou
+        raise DataError(f"{path}: not a per-image table with columns name,dice,... ({exc!r}); re-run {stage}") from None
+    if "dice" not in scores:
+        raise DataError(f"{path}: not a per-image table (no dice column); re-run {stage}")
+    for key, values in scores.items():
+        if not np.all((values >= 0.0) & (values <= 1.0)):  # also false for NaN
+            raise DataError(f"{path}: {key} values outside [0, 1]; re-run {stage}")
+    breeds = [row.get("breed") or None for row in rows]
+    species = [row.get("species") or None for row in rows]
+    return PerImage(names, scores, breeds, species)
+
+
+def write_breed_csv(path: str | Path, rows: Sequence[dict[str, object]]) -> None:
+    """Write the per-breed table (rows with the BREED_COLUMNS keys) atomically."""
+    write_text(path, _text([[row[key] if not isinstance(row[key], float) else repr(row[key]) for key in BREED_COLUMNS]
+                            for row in rows], BREED_COLUMNS))
+
+
+def read_breed_csv(path: str | Path) -> list[dict[str, object]]:
+    """Read a per-breed table (numbers as numbers)."""
+    path = Path(path)
+    try:
+        return [{"breed": row["breed"], "species": row["species"], "n": int(row["n"]),
+                 "dice_mean": float(row["dice_mean"]), "dice_median": float(row["dice_median"])}
+                for row in read_table(path, ",", "evaluate", "the per-breed table")]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: not a per-breed table with columns {','.join(BREED_COLUMNS)} ({exc!r}); "
+                        "re-run evaluate") from None

@@ -106,3 +106,32 @@ def plot_dice_histogram(path: str | Path, scores: dict[str, np.ndarray]) -> None
     axis.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     save(fig, path)
+
+
+def plot_dice_by_breed(path: str | Path, rows: dict[str, list[dict[str, object]]]) -> None:
+    """Mean test Dice per breed, one horizontal bar per model, breeds in the official class order."""
+    plt = pyplot()
+    breeds: list[str] = []
+    for model_rows in rows.values():
+        breeds += [str(row["breed"]) for row in model_rows if row["breed"] not in breeds]
+    height = max(FIGSIZE[1], 0.32 * len(breeds) * max(1, len(rows)) + 1.5)
+    fig, axis = plt.subplots(figsize=(FIGSIZE[0], height), dpi=DPI)
+    bar = 0.8 / max(1, len(rows))
+    positions = np.arange(len(breeds))
+    for k, (model, model_rows) in enumerate(rows.items()):
+        found = {str(row["breed"]): row for row in model_rows}
+        values = [float(found[b]["dice_mean"]) if b in found else np.nan for b in breeds]
+        axis.barh(positions + (k - (len(rows) - 1) / 2) * bar, values, height=bar, color=MODEL_COLOURS.get(model),
+                  label=model_label(model))
+    counts = {str(row["breed"]): (row["n"], row["species"]) for model_rows in rows.values() for row in model_rows}
+    axis.set_yticks(positions, [f"{b} ({counts[b][1]}, n={counts[b][0]})" for b in breeds], fontsize=7)
+    if not breeds:
+        axis.text(0.5, 0.5, "no breed in the split lists of the test images", ha="center", transform=axis.transAxes)
+    axis.invert_yaxis()  # the first breed on top
+    axis.set_xlim(0.0, 1.0)
+    axis.set_xlabel("mean per-image test Dice")
+    axis.set_title("Test Dice by breed")
+    axis.grid(True, axis="x", alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    save(fig, path)

@@ -6,6 +6,7 @@ reduced over the processes at the end of the pass.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +17,11 @@ from torch import nn
 from tqdm import tqdm
 
 from petseg.data.augment import augment_batch, is_active
-from petseg.device import autocast
 from petseg.distributed import DistContext
 from petseg.losses import LossFn
 from petseg.metrics import dice_per_image
 from petseg.params import AugmentParams
+from petseg.precision import Precision
 from petseg.training.batches import SplitTensors
 
 
@@ -70,6 +71,24 @@ class EpochSums:
         )
 
 
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, images: torch.Tensor,
+                  masks: torch.Tensor, precision: Precision | None = None,
+                  scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward (in the run's precision), loss in fp32, backward and optimizer step; returns (loss, logits)."""
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        logits = model(images)
+    loss = loss_fn(logits, masks)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # fp16: scale the loss so small gradients survive, unscale before the step, skip steps that overflowed
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return loss, logits
+
+
 def train_one_epoch(
     model: nn.Module,
     data: SplitTensors,
@@ -77,6 +96,8 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
     *,
+    precision: Precision | None = None,
+    scaler: torch.amp.GradScaler | None = None,
     batch_scheduler: Any = None,
     augment: AugmentParams | None = None,
     generator: torch.Generator | None = None,
@@ -91,12 +112,7 @@ def train_one_epoch(
         images, masks = data.batch(indices)
         if augment is not None and is_active(augment):
             images, masks = augment_batch(images, masks, augment, generator)
-        with autocast(data.device):
-            logits = model(images)
-        loss = loss_fn(logits, masks)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, logits = training_step(model, optimizer, loss_fn, images, masks, precision, scaler)
         if batch_scheduler is not None:
             batch_scheduler.step()
         with torch.no_grad():
@@ -115,15 +131,16 @@ def validate(
     batch_size: int,
     loss_fn: LossFn,
     *,
+    precision: Precision | None = None,
     context: DistContext = DistContext(),
 ) -> EpochStats:
-    """Mean loss and mean per-image Dice (threshold 0.5) on a whole split, in eval mode."""
+    """Mean loss and mean per-image Dice (threshold 0.5) on a whole split, in eval mode, in the run's precision."""
     model.eval()
     sums = EpochSums(data.device)
     indices = np.arange(len(data))[context.rank :: context.world_size]
     for begin in range(0, len(indices), batch_size):
         images, masks = data.batch(indices[begin : begin + batch_size])
-        with autocast(data.device):
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
             logits = model(images)
         sums.add(loss_fn(logits, masks), logits, masks)
     return sums.finish(context)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -20,13 +21,14 @@ from tqdm import tqdm
 import petseg
 from petseg.checkpoint import Checkpoint, save_checkpoint
 from petseg.data.cache import Split, fingerprint, load_split
-from petseg.device import configure_device, resolve_device
+from petseg.device import configure_device, resolve_compile, resolve_device
 from petseg.distributed import DistContext, init_distributed, shutdown_distributed
 from petseg.errors import CheckpointError, DataError
 from petseg.io import remove_stale_temps
 from petseg.losses import get_loss
 from petseg.models import architecture, build_model
 from petseg.params import TrainParams, as_dict
+from petseg.precision import resolve_precision
 from petseg.training.batches import SplitTensors, augment_seed, epoch_batches, steps_per_epoch
 from petseg.training.log import EpochLog, epoch_record
 from petseg.training.loops import train_one_epoch, validate
@@ -52,6 +54,7 @@ class _Progress:
     best_dice: float = -math.inf
     best_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)  # timing, kept apart from the (exact) history
 
 
 def fit(
@@ -108,16 +111,19 @@ def _plan(out_dir: Path, signature: dict[str, Any], config: TrainParams, context
 
 
 def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             out_dir: Path) -> _Progress:
+             scaler: torch.amp.GradScaler | None, out_dir: Path) -> _Progress:
     try:
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
         if scheduler is not None and checkpoint.scheduler is not None:
             scheduler.load_state_dict(checkpoint.scheduler)
+        if scaler is not None and checkpoint.scaler is not None:
+            scaler.load_state_dict(checkpoint.scaler)
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{out_dir / 'last.pt'}: cannot restore the training state: {exc}") from None
     restore_rng_state(checkpoint.rng)
-    return _Progress(checkpoint.epoch, checkpoint.best_dice, checkpoint.best_epoch, list(checkpoint.history))
+    return _Progress(checkpoint.epoch, checkpoint.best_dice, checkpoint.best_epoch, list(checkpoint.history),
+                     list(checkpoint.epoch_seconds))
 
 
 def _parallel(model: nn.Module, device: torch.device, context: DistContext, compile_model: bool) -> nn.Module:
@@ -141,10 +147,16 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
     batch_size = model_params.batch_size
     train_split, val_split = _load_splits(cache_dir, context)
     image_size = train_split.image_size
+    precision = resolve_precision(config.precision, device)
+    compiled, compile_reason = resolve_compile(config.compile, device)
     signature = run_signature(model_name, model_params, config, image_size, fingerprint([train_split, val_split]))
+    signature["precision"] = precision.name  # what auto resolved to on this machine: part of the run
     if context.enabled:  # per-rank BatchNorm statistics and augmentation make the process count part of the run
         signature["world_size"] = context.world_size
     plan = _plan(out_dir, signature, config, context, model_name)
+    if context.is_main:
+        log.info("%s: training in %s (%s); %s (%s)", model_name, precision.name, precision.reason,
+                 "compiled" if compiled else "not compiled", compile_reason)
 
     seed_everything(config.seed)
     arch = architecture(as_dict(model_params))
@@ -154,15 +166,16 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
     optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay, device)
     scheduler, per_batch = make_scheduler(config.scheduler, optimizer, config.lr, config.epochs,
                                           steps_per_epoch(len(train_split), batch_size))
+    scaler = precision.grad_scaler()
     state = _Progress()
     if plan.checkpoint is not None:
-        state = _restore(plan.checkpoint, model, optimizer, scheduler, out_dir)
+        state = _restore(plan.checkpoint, model, optimizer, scheduler, scaler, out_dir)
     epoch_log = EpochLog(live_dir if context.is_main else None, state.history)
     if plan.action == "complete":
         epoch_log.close()
         return FitResult(state.best_dice, state.best_epoch, 0, state.history)
 
-    train_model = _parallel(model, device, context, config.compile)
+    train_model = _parallel(model, device, context, compiled)
     loss_fn = get_loss(config.loss)
     train_data, val_data = SplitTensors(train_split, device, channels_last), SplitTensors(val_split, device, channels_last)
     epochs_run = 0
@@ -171,17 +184,18 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
         generator = torch.Generator(device=device).manual_seed(augment_seed(config.seed, epoch - 1, context.rank))
         bar = tqdm(total=len(batches), desc=f"{model_name} epoch {epoch}/{config.epochs}", unit="batch",
                    disable=not (progress and context.is_main), leave=False, dynamic_ncols=True)
-        lr = current_lr(optimizer)
-        train_stats = train_one_epoch(train_model, train_data, batches, optimizer, loss_fn,
-                                      batch_scheduler=scheduler if per_batch else None, augment=config.augment,
+        lr, started = current_lr(optimizer), time.perf_counter()
+        train_stats = train_one_epoch(train_model, train_data, batches, optimizer, loss_fn, precision=precision,
+                                      scaler=scaler, batch_scheduler=scheduler if per_batch else None, augment=config.augment,
                                       generator=generator, context=context, progress=bar)
         bar.close()
         context.broadcast_buffers(model)  # validate the model that rank 0 saves
-        val_stats = validate(train_model, val_data, batch_size, loss_fn, context=context)
+        val_stats = validate(train_model, val_data, batch_size, loss_fn, precision=precision, context=context)
         if scheduler is not None and not per_batch:
             step_epoch_scheduler(scheduler, val_stats.dice)
         record = epoch_record(epoch, train_stats.loss, train_stats.dice, val_stats.loss, val_stats.dice, lr)
         state.history.append(record)
+        state.epoch_seconds.append(time.perf_counter() - started)
         improved = val_stats.dice > state.best_dice
         if improved:
             state.best_dice, state.best_epoch = val_stats.dice, epoch
@@ -191,8 +205,10 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
             checkpoint = Checkpoint(
                 model_name=model_name, model_params=arch, model=model.state_dict(), image_size=image_size,
                 epoch=epoch, val_dice=val_stats.dice, epochs=config.epochs, best_dice=state.best_dice,
-                best_epoch=state.best_epoch, history=state.history, optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None, rng=rng_state(),
+                best_epoch=state.best_epoch, history=state.history, epoch_seconds=state.epoch_seconds,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else None,
+                scaler=scaler.state_dict() if scaler is not None else None, rng=rng_state(),
                 signature=signature, params={"model": as_dict(model_params), "train": as_dict(config)},
                 petseg_version=petseg.__version__,
             )

@@ -1,0 +1,60 @@
+"""Files as they are at another git revision or DVC experiment (read from git, never checked out).
+
+A revision is anything ``git rev-parse`` understands (``HEAD~1``, a branch, a tag,
+a sha) or the name of a DVC experiment (its ref under ``refs/exps/``; when
+several experiments share the name, the one based on the current commit).
+Only git-tracked files are read this way: the metrics and tables petseg keeps
+in git (``cache: false`` outputs), not DVC-cached data.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from petseg.errors import DataError
+
+EXPERIMENT_REFS = "refs/exps/"
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise DataError("git is not installed: revisions cannot be read") from None
+
+
+def experiment_refs(repo: str | Path = ".") -> dict[str, list[tuple[str, str]]]:
+    """DVC experiments by name: name -> [(ref, commit sha), ...]."""
+    done = _git(Path(repo), "for-each-ref", EXPERIMENT_REFS, "--format=%(refname) %(objectname)")
+    found: dict[str, list[tuple[str, str]]] = {}
+    for line in done.stdout.splitlines():
+        ref, sha = line.split()
+        found.setdefault(ref.rsplit("/", 1)[-1], []).append((ref, sha))
+    return found
+
+
+def resolve(rev: str, repo: str | Path = ".") -> str:
+    """The commit sha of a git revision or DVC experiment name; a DataError when there is none."""
+    repo = Path(repo)
+    done = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+    if done.returncode == 0:
+        return done.stdout.strip()
+    candidates = experiment_refs(repo).get(rev, [])
+    if len(candidates) > 1:  # several runs under one name: the one based on the current commit (refs/exps/ab/cdef.../name)
+        head = _git(repo, "rev-parse", "HEAD").stdout.strip()
+        candidates = [c for c in candidates if c[0].split("/")[2] + c[0].split("/")[3] == head] or candidates[-1:]
+    if candidates:
+        return candidates[0][1]
+    if _git(repo, "rev-parse", "--git-dir").returncode != 0:
+        raise DataError(f"{repo.resolve()}: not a git repository, so revision {rev!r} cannot be read")
+    raise DataError(f"{rev!r} is neither a git revision nor a DVC experiment of this repository")
+
+
+def read_text_at(rev: str, path: str | Path, repo: str | Path = ".") -> str:
+    """The content of ``path`` (relative to the repository root) at ``rev``; missing, a DataError naming both."""
+    sha = resolve(rev, repo)
+    done = _git(Path(repo), "show", f"{sha}:{Path(path).as_posix()}")
+    if done.returncode != 0:
+        raise DataError(f"{path}: not found at {rev} ({sha[:7]}); was it evaluated and committed there?")
+    return done.stdout
