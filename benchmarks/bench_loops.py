@@ -4,7 +4,8 @@
     python benchmarks/bench_loops.py reference           # the reference reports' loop as they wrote it
     python benchmarks/bench_loops.py --list              # every variant and what differs
 
-Prints one JSON line: images/s of each measured epoch (after a warm-up epoch).
+Prints one JSON line: images/s of each measured epoch, and the seconds of the
+warm-up epoch before them (which include torch.compile's compilation).
 The variants differ from ``ours`` in exactly the ways their names say:
 
 - ``ours``: batches cut from the uint8 cache and augmented on the device,
@@ -81,8 +82,9 @@ class ReferenceDataset(torch.utils.data.Dataset):
         return self.jitter(image_tensor), mask
 
 
-def measure(variant: str, raw: Path, cache: Path, *, batch_size: int, base_channels: int, epochs: int) -> list[float]:
-    """Images/s of ``epochs`` measured epochs of one variant (after one warm-up epoch)."""
+def measure(variant: str, raw: Path, cache: Path, *, batch_size: int, base_channels: int, epochs: int,
+            images: int) -> tuple[list[float], float]:
+    """Images/s of ``epochs`` measured epochs of one variant, and the seconds of the warm-up epoch before them."""
     setting = {"data": "ours", "layout": "channels_last", "precision": "auto", "optimizer": "fused", "heap": True,
                "compile": "auto", **VARIANTS[variant]}
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
@@ -101,13 +103,13 @@ def measure(variant: str, raw: Path, cache: Path, *, batch_size: int, base_chann
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     step_model = torch.compile(model) if compiled else model
     split = load_split(cache, "train")
-    n = (len(split) // batch_size) * batch_size
+    n = (min(images, len(split)) // batch_size) * batch_size  # the first n images of the split, on both data paths
     if setting["data"] == "ours":
         data = SplitTensors(split, device, channels_last)
     else:
         loader = torch.utils.data.DataLoader(ReferenceDataset(raw, split.names[:n], split.image_size), batch_size=batch_size,
                                              shuffle=True, num_workers=2, drop_last=True, persistent_workers=True)
-    rates = []
+    rates, warmup = [], 0.0
     for epoch in range(epochs + 1):  # epoch 0 warms up (and compiles)
         model.train()
         synchronize(device)
@@ -126,7 +128,9 @@ def measure(variant: str, raw: Path, cache: Path, *, batch_size: int, base_chann
         synchronize(device)
         if epoch:
             rates.append(n / (time.perf_counter() - started))
-    return rates
+        else:
+            warmup = time.perf_counter() - started
+    return rates, warmup
 
 
 def main() -> None:
@@ -137,15 +141,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--base-channels", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--images", type=int, default=256, help="images per epoch (the first of the split)")
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     if args.list or args.variant is None:
         for name, changes in VARIANTS.items():
             print(f"{name}: {changes or 'petseg defaults'}")
         return
-    rates = measure(args.variant, args.raw, args.cache, batch_size=args.batch, base_channels=args.base_channels,
-                    epochs=args.epochs)
-    print(json.dumps({"variant": args.variant, "images_per_s": rates, "median": statistics.median(rates)}))
+    rates, warmup = measure(args.variant, args.raw, args.cache, batch_size=args.batch,
+                            base_channels=args.base_channels, epochs=args.epochs, images=args.images)
+    print(json.dumps({"variant": args.variant, "images_per_s": rates, "median": statistics.median(rates),
+                      "warmup_seconds": warmup}))
 
 
 if __name__ == "__main__":

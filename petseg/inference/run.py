@@ -89,7 +89,7 @@ def read_input(path: Path, size: int, jpeg_draft: bool) -> tuple[imaging.Photo, 
     """The photo as displayed (for the panel and the mask's size) and the model's pixels, as preprocess makes them."""
     photo = imaging.read_photo(path, upright=True)
     source = photo.rgb
-    if jpeg_draft and photo.format == "JPEG":
+    if jpeg_draft and photo.format == "JPEG" and min(photo.stored_size) >= 2 * size:  # else draft decodes in full
         source = imaging.read_photo(path, upright=True, draft_size=size).rgb
     return photo, imaging.photo_pixels(source, size)
 

@@ -1,0 +1,95 @@
+"""How long a params preset takes on this machine, measured on a synthetic set of the real dataset's size.
+
+    python benchmarks/preset_time.py configs/laptop.yaml        # writes benchmarks/preset_time_laptop.json
+
+The real archives cannot always be fetched, so the preset runs on generated
+photos of the real sizes and counts (3680 trainval, of which 3312 train and 368
+validation, and 3669 test) with everything else as the preset says. Each model
+trains ``--epochs`` epochs (default 1) through `dvc repro` in a temporary copy of
+the project; the measured seconds per epoch (training plus validation) give the
+projected training time of the preset's own epoch count, and the other stages
+are timed as they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from ruamel.yaml import YAML
+
+from petseg.checkpoint import load_checkpoint
+from petseg.precision import cpu_native_bf16
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_COUNTS = {"n_trainval": 3680, "n_test": 3669}
+TRAIN_STAGES = {"unet": "train_unet", "resnet34_unet": "train_resnet"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", type=Path)
+    parser.add_argument("--epochs", type=int, default=1, help="epochs measured per model")
+    args = parser.parse_args()
+    yaml = YAML()
+    preset = yaml.load(args.preset)
+    planned_epochs = int(preset["train"]["epochs"])
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="petseg-preset-time-") as scratch:
+        project = Path(scratch) / "petseg"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(project)], check=True)
+        shutil.copy(args.preset, project / "params.yaml")
+        params = yaml.load(project / "params.yaml")
+        params["data"]["source"] = "synthetic"
+        params["data"]["synthetic"].update(REAL_COUNTS)
+        params["train"]["epochs"] = args.epochs
+        params["models"]["resnet34_unet"]["encoder_weights"] = None  # the same speed, and no download needed
+        yaml.dump(params, project / "params.yaml")
+        for stage in ("download", "preprocess", *TRAIN_STAGES.values(), "evaluate"):
+            begun = time.perf_counter()
+            done = subprocess.run(["dvc", "repro", "--single-item", stage], cwd=project, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"dvc repro -s {stage} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+            seconds[stage] = round(time.perf_counter() - begun, 1)
+            print(f"{stage}: {seconds[stage]} s", flush=True)
+        per_epoch = {}
+        for model in TRAIN_STAGES:
+            checkpoint = load_checkpoint(project / "models" / model / "last.pt")
+            per_epoch[model] = {"seconds_per_epoch": round(sum(checkpoint.epoch_seconds) / len(checkpoint.epoch_seconds), 1),
+                                "precision": checkpoint.signature["precision"]}
+    training = sum(planned_epochs * m["seconds_per_epoch"] for m in per_epoch.values())
+    native, why = cpu_native_bf16()
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "preset": str(args.preset),
+        "image_size": int(preset["data"]["image_size"]),
+        "planned_epochs": planned_epochs,
+        "measured_epochs": args.epochs,
+        "stage_seconds": seconds,
+        "per_epoch": per_epoch,
+        "projected_training_minutes": round(training / 60, 1),
+        "projected_preprocess_train_evaluate_minutes": round(
+            (training + seconds["preprocess"] + seconds["evaluate"]) / 60, 1),
+        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native,
+                    "torch": torch.__version__},
+        "native_bf16_reason": why,
+    }
+    out = ROOT / "benchmarks" / f"preset_time_{args.preset.stem}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
