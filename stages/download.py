@@ -19,10 +19,7 @@ def main() -> None:
     data = stage_params(args.params).data
     from petseg.data.download import prepare_raw
 
-    prepare_raw(data.source, args.raw_dir, args.downloads_dir, images_urls=list(data.images_url),
-                images_md5=data.images_md5, annotations_urls=list(data.annotations_url),
-                annotations_md5=data.annotations_md5, n_trainval=data.synthetic.n_trainval,
-                n_test=data.synthetic.n_test, seed=data.seed, workers=args.workers)
+    prepare_raw(data, args.raw_dir, args.downloads_dir, workers=args.workers)
 
 
 if __name__ == "__main__":

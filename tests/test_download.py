@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from petseg.data import fetch
-from petseg.data.download import archive_name, prepare_raw
+from petseg.data.download import archive_name, download_oxford_pet
 from petseg.data.layout import check_layout
 from petseg.data.preprocess import preprocess
 from petseg.data.synthetic import generate
@@ -79,17 +79,13 @@ def _fetch(
     annotations: str = "/pets/annotations.tar.gz",
     **md5s: str,
 ) -> Path:
-    return prepare_raw(
-        "oxford-iiit-pet",
+    return download_oxford_pet(
         tmp_path / "raw",
         tmp_path / "downloads",
         images_urls=[server.url(images)],
         images_md5=md5s.get("images_md5", md5(archives[images])),
         annotations_urls=[server.url(annotations)],
         annotations_md5=md5s.get("annotations_md5", md5(archives[annotations])),
-        n_trainval=2,
-        n_test=1,
-        seed=0,
         progress=False,
     )
 
@@ -197,11 +193,10 @@ def test_archives_without_the_layout_are_refused(server: Server, archives: dict[
 def test_a_missing_archive_names_every_url(server: Server, archives: dict[str, bytes], tmp_path: Path) -> None:
     urls = [server.url("/pets/nothing.tar.gz"), server.url("/mirror/nothing.tar.gz")]
     with pytest.raises(DataError) as caught:
-        prepare_raw(
-            "oxford-iiit-pet", tmp_path / "raw", tmp_path / "downloads",
+        download_oxford_pet(
+            tmp_path / "raw", tmp_path / "downloads",
             images_urls=urls, images_md5="0" * 32,
-            annotations_urls=[server.url("/pets/annotations.tar.gz")], annotations_md5="0" * 32,
-            n_trainval=2, n_test=1, seed=0, progress=False,
+            annotations_urls=[server.url("/pets/annotations.tar.gz")], annotations_md5="0" * 32, progress=False,
         )  # fmt: skip
     assert str(caught.value) == (
         f"{tmp_path / 'downloads' / 'nothing.tar.gz'}: download failed from every URL: "
@@ -217,12 +212,12 @@ def test_file_urls_are_copied(archives: dict[str, bytes], tmp_path: Path) -> Non
     mirror.mkdir()
     for name in ("images.tar.gz", "annotations.tar.gz"):
         (mirror / name).write_bytes(archives[f"/pets/{name}"])
-    raw = prepare_raw(
-        "oxford-iiit-pet", tmp_path / "raw", tmp_path / "downloads",
+    raw = download_oxford_pet(
+        tmp_path / "raw", tmp_path / "downloads",
         images_urls=[(mirror / "images.tar.gz").as_uri()], images_md5=md5(archives["/pets/images.tar.gz"]),
         annotations_urls=[(mirror / "annotations.tar.gz").as_uri()],
         annotations_md5=md5(archives["/pets/annotations.tar.gz"]).upper(),  # md5s are case-insensitive
-        n_trainval=2, n_test=1, seed=0, progress=False,
+        progress=False,
     )  # fmt: skip
     check_layout(raw)
 

@@ -268,3 +268,19 @@ def test_stage_script_on_any_folder(checkpoint: Path, messy: Path, tmp_path: Pat
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_flip_tta_is_the_predict_path_of_evaluation(checkpoint: Path, messy: Path, tmp_path: Path) -> None:
+    """--tta averages the flipped prediction in, as evaluation does: some mask pixels change, none outside {0, 255}."""
+    command = [sys.executable, str(REPO / "stages" / "infer.py"), "--params", str(REPO / "params.yaml"), "--model",
+               str(checkpoint), "--input", str(messy / "images"), "--no-progress", "--device", "cpu"]  # fmt: skip
+    for flag, out in (("--no-tta", "plain"), ("--tta", "tta")):
+        done = subprocess.run([*command, flag, "--output", str(tmp_path / out)], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+    changed = 0
+    for plain in sorted((tmp_path / "plain").glob("*_mask.png")):
+        with Image.open(plain) as a, Image.open(tmp_path / "tta" / plain.name) as b:
+            changed += int((np.asarray(a) != np.asarray(b)).sum())
+            assert set(np.unique(np.asarray(b)).tolist()) <= {0, 255}
+    assert changed > 0

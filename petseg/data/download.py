@@ -27,11 +27,11 @@ from petseg.data.archives import open_checked
 from petseg.data.fetch import fetch, file_md5
 from petseg.data.layout import building_dir, missing_parts
 from petseg.errors import DataError, ParamsError
+from petseg.params import DataParams
 from petseg.io import remove_stale_temps
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synthetic", "oxford-iiit-pet")
 
 
 def archive_name(url: str) -> str:
@@ -124,32 +124,12 @@ def download_oxford_pet(
     return extract_raw(archives, raw_dir)
 
 
-def prepare_raw(
-    source: str,
-    raw_dir: str | Path,
-    downloads_dir: str | Path,
-    *,
-    images_urls: list[str],
-    images_md5: str,
-    annotations_urls: list[str],
-    annotations_md5: str,
-    n_trainval: int,
-    n_test: int,
-    seed: int,
-    workers: int = 0,
-    progress: bool = True,
-) -> Path:
-    """Build ``raw_dir`` from ``source`` (``synthetic`` or ``oxford-iiit-pet``); the download stage's one call."""
-    if source == "synthetic":
-        return synthetic.generate(raw_dir, n_trainval, n_test, seed, workers=workers, progress=progress)
-    if source == "oxford-iiit-pet":
-        return download_oxford_pet(
-            raw_dir,
-            downloads_dir,
-            images_urls=images_urls,
-            images_md5=images_md5,
-            annotations_urls=annotations_urls,
-            annotations_md5=annotations_md5,
-            progress=progress,
-        )
-    raise ParamsError(f"data.source = {source!r} is invalid; allowed: {', '.join(SOURCES)}")
+def prepare_raw(data: DataParams, raw_dir: str | Path, downloads_dir: str | Path, *, workers: int = 0,
+                progress: bool = True) -> Path:
+    """Build ``raw_dir`` from ``data.source`` (synthetic or the official archives); the download stage's one call."""
+    if data.source == "synthetic":
+        return synthetic.generate(raw_dir, data.synthetic.n_trainval, data.synthetic.n_test, data.seed,
+                                  workers=workers, progress=progress)
+    return download_oxford_pet(raw_dir, downloads_dir, images_urls=list(data.images_url), images_md5=data.images_md5,
+                               annotations_urls=list(data.annotations_url), annotations_md5=data.annotations_md5,
+                               progress=progress)
