@@ -57,10 +57,10 @@ BASE_MODELS = {"unet": {"base_channels": 16, "batch_size": 8}, "resnet34_unet": 
 # study -> variant -> (model, epochs, overrides of train.* and models.<model>.*)
 STUDY_PLANS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
     "precision": {
-        "unet fp32": ("unet", 10, {}),
-        "unet bf16": ("unet", 10, {"precision": "bf16"}),
-        "resnet34_unet fp32": ("resnet34_unet", 6, {}),
-        "resnet34_unet bf16": ("resnet34_unet", 6, {"precision": "bf16"}),
+        "unet fp32": ("unet", 8, {}),
+        "unet bf16": ("unet", 8, {"precision": "bf16"}),
+        "resnet34_unet fp32": ("resnet34_unet", 5, {}),
+        "resnet34_unet bf16": ("resnet34_unet", 5, {"precision": "bf16"}),
     },
     "recipes": {
         "unet base (report 2)": ("unet", 15, {}),
@@ -70,7 +70,6 @@ STUDY_PLANS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "unet lr 3e-4": ("unet", 15, {"lr": 3e-4}),
         "unet cosine": ("unet", 15, {"scheduler": "cosine"}),
         "unet batch 16": ("unet", 15, {"batch_size": 16}),
-        "unet batch 4": ("unet", 15, {"batch_size": 4}),
         "unet no flips": ("unet", 15, {"augment": {"hflip": 0.0}}),
         "unet no jitter": ("unet", 15, {"augment": {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0}}),
         "unet rotate 15": ("unet", 15, {"augment": {"rotate": 15.0}}),
@@ -78,7 +77,6 @@ STUDY_PLANS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "unet width 32": ("unet", 15, {"base_channels": 32}),
         "resnet34_unet base (report 2)": ("resnet34_unet", 10, {}),
         "resnet34_unet loss bce+dice": ("resnet34_unet", 10, {"loss": "bce+dice"}),
-        "resnet34_unet lr 3e-3": ("resnet34_unet", 10, {"lr": 3e-3}),
         "resnet34_unet rotate+scale": ("resnet34_unet", 10, {"augment": {"rotate": 15.0, "scale": 0.2}}),
     },
 }

@@ -13,7 +13,7 @@ from PIL import Image
 
 from petseg.errors import DataError
 from petseg.evaluation import evaluate_models
-from petseg.plotting import OUTPUTS, plot_all
+from petseg.plotting.run import OUTPUTS, plot_all
 from petseg.training import fit
 from petseg.training.log import metric_path, read_metric
 from tests.cachemaker import write_cache
