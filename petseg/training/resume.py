@@ -150,7 +150,7 @@ def output_lock(out_dir: Path, enabled: bool = True) -> Iterator[None]:
         except BlockingIOError:
             raise PetsegError(
                 f"{out_dir}: another training process is writing these checkpoints; let it finish or stop it "
-                "(find it with: pgrep -af 'stages/train.py'), then run again"
+                "(find it with: pgrep -af 'stages[./]train'), then run again"
             ) from None
         yield
     finally:
