@@ -113,26 +113,31 @@ def train_and_score(cache: Path, model: str, epochs: int, overrides: dict[str, A
         result = fit(model, model_params, train, cache, Path(scratch) / "model", progress=False)
         seconds = time.perf_counter() - started
         best = Path(scratch) / "model" / "best.pt"
-        held_out = evaluate_checkpoint(best, load_split(cache, "test"), EvaluateParams(0.5, False, 0, 32), "cpu")
+        test = load_split(cache, "test")
+        held_out = evaluate_checkpoint(best, test, EvaluateParams(0.5, False, 0, 32), "cpu")
+        held_out_tta = evaluate_checkpoint(best, test, EvaluateParams(0.5, True, 0, 32), "cpu")
         epoch_seconds = load_checkpoint(Path(scratch) / "model" / "last.pt").epoch_seconds
     return {"val_dice": result.best_dice, "best_epoch": result.best_epoch, "heldout_dice": held_out.summary["dice_mean"],
+            "heldout_dice_tta": held_out_tta.summary["dice_mean"],
             "seconds_per_epoch": statistics.median(epoch_seconds), "seconds": seconds}
 
 
 def summarize(records: list[dict[str, Any]]) -> list[str]:
     """A Markdown table: mean and sample standard deviation over seeds, per variant."""
-    lines = ["| variant | epochs | seeds | validation Dice | held-out Dice | s/epoch |", "|---|---|---|---|---|---|"]
+    lines = ["| variant | epochs | seeds | validation Dice | held-out Dice | held-out, flip TTA | s/epoch |",
+             "|---|---|---|---|---|---|---|"]
     for variant in dict.fromkeys(r["variant"] for r in records):
         runs = [r for r in records if r["variant"] == variant]
 
-        def cell(key: str) -> str:
+        def cell(key: str, runs: list[dict[str, Any]] = runs) -> str:
             values = [r[key] for r in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
         seconds = statistics.median(r["seconds_per_epoch"] for r in runs)
+        tta = cell("heldout_dice_tta") if all("heldout_dice_tta" in r for r in runs) else "not recorded"
         lines.append(f"| {variant} | {runs[0]['epochs']} | {len(runs)} | {cell('val_dice')} | {cell('heldout_dice')} | "
-                     f"{seconds:.1f} |")
+                     f"{tta} | {seconds:.1f} |")
     return lines
 
 
