@@ -75,7 +75,7 @@ def set_params(project: Path, values: dict[str, Any]) -> None:
 
 def run(project: Path, *command: str) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(command, check=False, cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     return time.perf_counter() - started, done.stdout + done.stderr

@@ -18,8 +18,8 @@ from petseg.data import archives
 from petseg.data.archives import open_checked
 from petseg.data.download import extract_raw
 from petseg.errors import DataError
-from tests.paramsfile import write_params
 from tests.archiveserver import add_file, add_special, md5
+from tests.paramsfile import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

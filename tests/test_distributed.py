@@ -10,8 +10,8 @@ is checked against one process with the same global batch, within a tolerance.
 
 from __future__ import annotations
 
-import dataclasses
 import csv
+import dataclasses
 import shutil
 import signal
 import subprocess

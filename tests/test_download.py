@@ -18,8 +18,8 @@ from petseg.data.layout import check_layout
 from petseg.data.preprocess import preprocess
 from petseg.data.synthetic import generate
 from petseg.errors import DataError
-from tests.paramsfile import write_params
 from tests.archiveserver import CUT, STALL, Server, md5, tar_gz
+from tests.paramsfile import write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

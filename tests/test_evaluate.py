@@ -18,8 +18,8 @@ from PIL import Image
 from scipy import ndimage
 
 from petseg.checkpoint import load_checkpoint, save_checkpoint
-from petseg.errors import CheckpointError
 from petseg.data.layout import BREEDS
+from petseg.errors import CheckpointError
 from petseg.evaluation import evaluate_models
 from petseg.evaluation.run import METRIC_KEYS
 from petseg.models import build_model

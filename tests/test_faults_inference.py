@@ -22,9 +22,9 @@ from petseg.checkpoint import Checkpoint, save_checkpoint
 from petseg.data.imaging import UnusableFile, read_photo
 from petseg.errors import DataError, OutputError
 from petseg.inference import infer_folder, raw_test_images
-from petseg.plotting.panel import panel_size
 from petseg.io import TEMP_MARK
 from petseg.models import build_model
+from petseg.plotting.panel import panel_size
 from tests.forkrun import in_child
 
 NOBODY = 65534

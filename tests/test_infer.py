@@ -17,8 +17,8 @@ import yaml
 from PIL import Image, ImageFile
 
 from petseg.checkpoint import load_model
-from petseg.errors import CheckpointError, DataError
 from petseg.data.imaging import read_photo, read_trimap
+from petseg.errors import CheckpointError, DataError
 from petseg.inference import infer_folder, output_names, resolve_checkpoint, safe_stem
 from petseg.plotting.panel import GAP, panel_size, tile_size
 from petseg.training import fit

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from petseg.errors import DataError
 from petseg.data.layout import ListEntry
 from petseg.data.splits import SPLITS
+from petseg.errors import DataError
 from petseg.io import load_npy, read_table
 
 __all__ = ["ARRAYS", "LABELS_FILE", "SPLITS", "Split", "fingerprint", "labels_text", "load_split", "split_dir"]

@@ -27,8 +27,8 @@ from petseg.data.archives import open_checked
 from petseg.data.fetch import fetch, file_md5
 from petseg.data.layout import building_dir, missing_parts
 from petseg.errors import DataError, ParamsError
-from petseg.params import DataParams
 from petseg.io import remove_stale_temps
+from petseg.params import DataParams
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,14 @@ from petseg.checkpoint import load_checkpoint
 from petseg.data import imaging
 from petseg.data.layout import TEST_LIST, TRIMAPS_DIR
 from petseg.errors import DataError
-from petseg.inference.inputs import default_trimaps_dir, folder_images, output_names, raw_test_images, resolve_checkpoint, shown
+from petseg.inference.inputs import (
+    default_trimaps_dir,
+    folder_images,
+    output_names,
+    raw_test_images,
+    resolve_checkpoint,
+    shown,
+)
 from petseg.io import remove_stale_temps
 from petseg.metrics import dice_from_counts, pixel_counts
 from petseg.plotting.panel import make_panel, save_png

@@ -33,7 +33,15 @@ from petseg.training.batches import SplitTensors, augment_seed, epoch_batches, s
 from petseg.training.log import EpochLog, epoch_record
 from petseg.training.loops import train_one_epoch, validate
 from petseg.training.optim import current_lr, make_optimizer, make_scheduler, step_epoch_scheduler
-from petseg.training.resume import ResumePlan, output_lock, plan_resume, restore_rng_state, rng_state, run_signature, seed_everything
+from petseg.training.resume import (
+    ResumePlan,
+    output_lock,
+    plan_resume,
+    restore_rng_state,
+    rng_state,
+    run_signature,
+    seed_everything,
+)
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from PIL import Image, ImageDraw
 
 from petseg.data.layout import CAT
 
+
 def _ellipse(cx: float, cy: float, rx: float, ry: float, angle: float = 0.0, n: int = 28) -> np.ndarray:
     t = np.linspace(0, 2 * math.pi, n, endpoint=False)
     x, y = rx * np.cos(t), ry * np.sin(t)
