@@ -5,8 +5,12 @@
 - CUDA: bf16 where the GPU computes it natively (Ampere and newer), else fp16
   with a gradient scaler (T4, V100: fp16's narrow exponent needs loss scaling;
   bf16 has fp32's range and needs none);
-- CPU: bf16 where the CPU has native bf16 instructions (AVX-512 BF16 or AMX on
-  x86, the BF16 extension on Arm), else fp32 (emulated bf16 is slower than fp32);
+- CPU: fp32. bf16 is much faster where the CPU has native bf16 instructions
+  (AVX-512 BF16 or AMX on x86, the BF16 extension on Arm; emulated, it is an order
+  of magnitude slower), but ``auto`` picks it only once its quality check on real
+  photos passes (benchmarks/RESULTS.md, "Precision"), which has not been run on
+  such a CPU yet; ``train.precision: bf16`` uses it meanwhile, and the log says
+  whether this CPU has it natively;
 - anything else (Apple MPS): fp32.
 
 Only training uses it: evaluation and inference always run in exact fp32
@@ -97,5 +101,7 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
                                        "with a gradient scaler")
     if kind == "cpu":
         native, why = cpu_native_bf16()
-        return Precision("bf16" if native else "fp32", kind, f"auto: {why}")
+        if native:  # see the module's docstring: fast, but its quality on real photos is not yet checked
+            why += "; fp32 until bf16's quality check passes (set train.precision: bf16 to use it)"
+        return Precision("fp32", kind, f"auto: {why}")
     return Precision("fp32", kind, f"auto: fp32 on {kind} (mixed precision not measured faster there)")
