@@ -162,8 +162,8 @@ def test_experiment_run_with_set_param(project: Path):
 
 # The README's commands for "which model is better" and "compare my experiments", in a 120-column terminal
 README_TABLES = {
-    "which model is better": ["--drop", "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|Created",
-                              "--keep", "(unet|resnet34_unet)_dice_mean|ci95_|p_value"],
+    "which model is better": ["--drop", "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|p_value|"
+                              "Created", "--keep", "(unet|resnet34_unet)_dice_mean|ci95_"],
     "compare my experiments": ["--drop", "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|ci95|"
                                "p_value|Created", "--keep", "(unet|resnet34_unet)_dice_mean", "--sort-by",
                                "unet_dice_mean"],
