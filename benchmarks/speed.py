@@ -29,7 +29,7 @@ ratio holds on any machine (and on a busy one) even when absolute speeds do not:
   inference on image files (masks and panels written);
 - preprocess_peak_rss_mb_n / _2n: peak memory of preprocessing n and 2n images.
 
-Uses the synthetic source only; about 20 minutes on a 2-core CPU without native bf16.
+Uses the synthetic source only; about 16 minutes on a 2-core CPU without native bf16.
 """
 
 from __future__ import annotations
