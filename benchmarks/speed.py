@@ -21,9 +21,9 @@ ratio holds on any machine (and on a busy one) even when absolute speeds do not:
     loop as they wrote it (their data path, NCHW, fp32, torch.optim.AdamW's
     defaults, no heap tuning): what switching gains (target >= 2.5);
   - heap_tuning_ratio: our epoch with the glibc heap tuning over without it;
-  - bf16_speedup_ratio: bf16 autocast over fp32 (auto uses bf16 on a CPU only
-    where it is native: see RESULTS.md; on a CPU without it, the pair runs on a
-    quarter of the images, ``bf16_images``);
+  - bf16_speedup_ratio: bf16 autocast over fp32 (auto trains in fp32 on every
+    CPU until bf16's quality check passes: see RESULTS.md; on a CPU without
+    native bf16 the pair runs on a quarter of the images, ``bf16_images``);
   - compile_speedup_ratio: torch.compile over eager, steady state;
 - eval_images_per_s, infer_images_per_s: evaluation of the test cache and
   inference on image files (masks and panels written);
@@ -172,8 +172,8 @@ def main() -> None:
         report({f"{name}_{key}": value for key, value in figures.items()})
     loop_images = 64 if quick else 256
     if resolve_device(args.device).type == "cpu" and not cpu_native_bf16()[0]:
-        # bf16 runs about an order of magnitude slower than fp32 on a CPU without native bf16 (auto never picks
-        # it there): its pair is measured on a quarter of the images, in the same run, so the benchmark stays short.
+        # bf16 runs about an order of magnitude slower than fp32 on a CPU without native bf16 (auto does not
+        # pick it): its pair is measured on a quarter of the images, in the same run, so the benchmark stays short.
         report(measure_loops(raw, n_images=loop_images, repeats=1 if quick else 2,
                              variants=tuple(v for v in LOOP_VARIANTS if v != "ours-bf16")))
         bf16 = measure_loops(raw, n_images=loop_images // 4, repeats=1, variants=("ours-fp32", "ours-bf16"))
