@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,6 +36,28 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("download", "preprocess", "train_unet", "train_resnet", "evaluate", "compare", "infer", "plot")
 RESULTS = ROOT / "benchmarks" / "default_run.json"
 TRACKED_OUTPUTS = ("metrics", "plots", "dvclive")  # cache: false outputs, committed to git
+
+
+def repro_stages(project: Path, stages: Iterable[str]) -> dict[str, float]:
+    """Seconds of `dvc repro --single-item` for each stage in turn (DVC's start-up included); a failure exits."""
+    seconds: dict[str, float] = {}
+    for stage in stages:
+        begun = time.perf_counter()
+        done = subprocess.run(["dvc", "repro", "--single-item", stage], check=False, cwd=project,
+                              capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"dvc repro -s {stage} failed:\n{(done.stdout + done.stderr)[-3000:]}")
+        seconds[stage] = round(time.perf_counter() - begun, 1)
+        print(f"{stage}: {seconds[stage]} s", flush=True)
+    return seconds
+
+
+def machine() -> dict[str, object]:
+    """What a timing depends on: cores, CPU, its native bf16 (and why), torch."""
+    native, why = cpu_native_bf16()
+    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native,
+            "native_bf16_reason": why, "torch": torch.__version__}
 
 
 def update_checkout(clone: Path) -> None:
@@ -52,34 +75,24 @@ def main() -> None:
     parser.add_argument("--update", action="store_true", help="bring the run's dvc.lock and outputs into this checkout")
     args = parser.parse_args()
     started = time.perf_counter()
-    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="petseg-default-run-") as scratch:
         clone = Path(scratch) / "petseg"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-        for stage in STAGES:
-            begun = time.perf_counter()
-            done = subprocess.run(["dvc", "repro", "--single-item", stage], check=False, cwd=clone,
-                                  capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"dvc repro -s {stage} failed:\n{(done.stdout + done.stderr)[-3000:]}")
-            seconds[stage] = round(time.perf_counter() - begun, 1)
-            print(f"{stage}: {seconds[stage]} s", flush=True)
+        seconds = repro_stages(clone, STAGES)
         metrics = {model: json.loads((clone / "metrics" / f"{model}.json").read_text())
                    for model in ("unet", "resnet34_unet")}
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
+                                check=True).stdout.strip()
         total = round(time.perf_counter() - started, 1)
         if args.update:
             update_checkout(clone)
-    native, why = cpu_native_bf16()
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
         "stage_seconds": seconds,
         "total_seconds": total,
         "dice_mean": {model: m["dice_mean"] for model, m in metrics.items()},
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native,
-                    "native_bf16_reason": why, "torch": torch.__version__},
+        "machine": machine(),
     }
     print(f"total: {result['total_seconds']} s")
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")

@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
+from default_run import machine, repro_stages
 from ruamel.yaml import YAML
 
 from petseg.checkpoint import load_checkpoint
-from petseg.precision import cpu_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_COUNTS = {"n_trainval": 3680, "n_test": 3669}
@@ -44,7 +39,6 @@ def main() -> None:
     yaml = YAML()
     preset = yaml.load(args.preset)
     planned_epochs = int(preset["train"]["epochs"])
-    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="petseg-preset-time-") as scratch:
         project = Path(scratch) / "petseg"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(project)], check=True)
@@ -55,21 +49,13 @@ def main() -> None:
         params["train"]["epochs"] = args.epochs
         params["models"]["resnet34_unet"]["encoder_weights"] = None  # the same speed, and no download needed
         yaml.dump(params, project / "params.yaml")
-        for stage in ("download", "preprocess", *TRAIN_STAGES.values(), "evaluate"):
-            begun = time.perf_counter()
-            done = subprocess.run(["dvc", "repro", "--single-item", stage], check=False, cwd=project,
-                                  capture_output=True, text=True)
-            if done.returncode:
-                sys.exit(f"dvc repro -s {stage} failed:\n{(done.stdout + done.stderr)[-3000:]}")
-            seconds[stage] = round(time.perf_counter() - begun, 1)
-            print(f"{stage}: {seconds[stage]} s", flush=True)
+        seconds = repro_stages(project, ("download", "preprocess", *TRAIN_STAGES.values(), "evaluate"))
         per_epoch = {}
         for model in TRAIN_STAGES:
             checkpoint = load_checkpoint(project / "models" / model / "last.pt")
             per_epoch[model] = {"seconds_per_epoch": round(sum(checkpoint.epoch_seconds) / len(checkpoint.epoch_seconds), 1),
                                 "precision": checkpoint.signature["precision"]}
     training = sum(planned_epochs * m["seconds_per_epoch"] for m in per_epoch.values())
-    native, why = cpu_native_bf16()
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "preset": str(args.preset),
@@ -81,10 +67,7 @@ def main() -> None:
         "projected_training_minutes": round(training / 60, 1),
         "projected_preprocess_train_evaluate_minutes": round(
             (training + seconds["preprocess"] + seconds["evaluate"]) / 60, 1),
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native,
-                    "torch": torch.__version__},
-        "native_bf16_reason": why,
+        "machine": machine(),
     }
     out = ROOT / "benchmarks" / f"preset_time_{args.preset.stem}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
