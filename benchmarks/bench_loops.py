@@ -64,7 +64,9 @@ class ReferenceDataset(torch.utils.data.Dataset):
         from torchvision.transforms import ColorJitter
 
         self.raw, self.names, self.size = raw, names, size
-        self.jitter = ColorJitter(brightness=AUGMENT.brightness, contrast=AUGMENT.contrast, saturation=AUGMENT.saturation)
+        self.jitter = ColorJitter(
+            brightness=AUGMENT.brightness, contrast=AUGMENT.contrast, saturation=AUGMENT.saturation
+        )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -73,7 +75,9 @@ class ReferenceDataset(torch.utils.data.Dataset):
         from torchvision.transforms import functional as F
 
         name = self.names[index]
-        image = Image.open(layout.image_path(self.raw, name)).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        image = (
+            Image.open(layout.image_path(self.raw, name)).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        )
         trimap = Image.open(layout.trimap_path(self.raw, name)).resize((self.size, self.size), Image.NEAREST)
         image_tensor = F.to_tensor(image)
         mask = torch.from_numpy(np.asarray(trimap) != 2).float().unsqueeze(0)
@@ -82,11 +86,19 @@ class ReferenceDataset(torch.utils.data.Dataset):
         return self.jitter(image_tensor), mask
 
 
-def measure(variant: str, raw: Path, cache: Path, *, batch_size: int, base_channels: int, epochs: int,
-            images: int) -> tuple[list[float], float]:
+def measure(
+    variant: str, raw: Path, cache: Path, *, batch_size: int, base_channels: int, epochs: int, images: int
+) -> tuple[list[float], float]:
     """Images/s of ``epochs`` measured epochs of one variant, and the seconds of the warm-up epoch before them."""
-    setting = {"data": "ours", "layout": "channels_last", "precision": "auto", "optimizer": "fused", "heap": True,
-               "compile": "auto", **VARIANTS[variant]}
+    setting = {
+        "data": "ours",
+        "layout": "channels_last",
+        "precision": "auto",
+        "optimizer": "fused",
+        "heap": True,
+        "compile": "auto",
+        **VARIANTS[variant],
+    }
     device = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
     if setting["heap"] or device.type != "cpu":  # on the CPU, configure_device is the heap tuning
         configure_device(device)
@@ -107,8 +119,14 @@ def measure(variant: str, raw: Path, cache: Path, *, batch_size: int, base_chann
     if setting["data"] == "ours":
         data = SplitTensors(split, device, channels_last)
     else:
-        loader = torch.utils.data.DataLoader(ReferenceDataset(raw, split.names[:n], split.image_size), batch_size=batch_size,
-                                             shuffle=True, num_workers=2, drop_last=True, persistent_workers=True)
+        loader = torch.utils.data.DataLoader(
+            ReferenceDataset(raw, split.names[:n], split.image_size),
+            batch_size=batch_size,
+            shuffle=True,
+            num_workers=2,
+            drop_last=True,
+            persistent_workers=True,
+        )
     rates, warmup = [], 0.0
     for epoch in range(epochs + 1):  # epoch 0 warms up (and compiles)
         model.train()
@@ -148,10 +166,25 @@ def main() -> None:
         for name, changes in VARIANTS.items():
             print(f"{name}: {changes or 'petseg defaults'}")
         return
-    rates, warmup = measure(args.variant, args.raw, args.cache, batch_size=args.batch,
-                            base_channels=args.base_channels, epochs=args.epochs, images=args.images)
-    print(json.dumps({"variant": args.variant, "images_per_s": rates, "median": statistics.median(rates),
-                      "warmup_seconds": warmup}))
+    rates, warmup = measure(
+        args.variant,
+        args.raw,
+        args.cache,
+        batch_size=args.batch,
+        base_channels=args.base_channels,
+        epochs=args.epochs,
+        images=args.images,
+    )
+    print(
+        json.dumps(
+            {
+                "variant": args.variant,
+                "images_per_s": rates,
+                "median": statistics.median(rates),
+                "warmup_seconds": warmup,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def measure_train_efficiency(
         optimizer = make_optimizer("adamw", model, 1e-4, 1e-4, device)
         loss_fn = get_loss("bce+dice")
         data = SplitTensors(split, device, channels_last)
-        augment = AugmentParams(hflip=0.5, vflip=0.5, rotate=0.0, scale=0.0, brightness=0.2, contrast=0.2, saturation=0.2)
+        augment = AugmentParams(
+            hflip=0.5, vflip=0.5, rotate=0.0, scale=0.0, brightness=0.2, contrast=0.2, saturation=0.2
+        )
         images, masks = data.batch(np.arange(batch_size))
         steps = len(split) // batch_size
 
@@ -104,8 +106,13 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.models:
         result = measure_train_efficiency(
-            name, DEFAULT_MODELS[name], image_size=args.size, batch_size=args.batch, n_images=args.images,
-            rounds=args.rounds, device_name=args.device,
+            name,
+            DEFAULT_MODELS[name],
+            image_size=args.size,
+            batch_size=args.batch,
+            n_images=args.images,
+            rounds=args.rounds,
+            device_name=args.device,
         )
         for key, value in result.items():
             print(f"{name}_{key}: {value:.3f}")

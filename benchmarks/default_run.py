@@ -43,8 +43,9 @@ def repro_stages(project: Path, stages: Iterable[str]) -> dict[str, float]:
     seconds: dict[str, float] = {}
     for stage in stages:
         begun = time.perf_counter()
-        done = subprocess.run(["dvc", "repro", "--single-item", stage], check=False, cwd=project,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["dvc", "repro", "--single-item", stage], check=False, cwd=project, capture_output=True, text=True
+        )
         if done.returncode:
             sys.exit(f"dvc repro -s {stage} failed:\n{(done.stdout + done.stderr)[-3000:]}")
         seconds[stage] = round(time.perf_counter() - begun, 1)
@@ -55,9 +56,14 @@ def repro_stages(project: Path, stages: Iterable[str]) -> dict[str, float]:
 def machine() -> dict[str, object]:
     """What a timing depends on: cores, CPU, its native bf16 (and why), torch."""
     native, why = cpu_native_bf16()
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": native,
-            "native_bf16_reason": why, "torch": torch.__version__}
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native,
+        "native_bf16_reason": why,
+        "torch": torch.__version__,
+    }
 
 
 def update_checkout(clone: Path) -> None:
@@ -79,10 +85,12 @@ def main() -> None:
         clone = Path(scratch) / "petseg"
         subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
         seconds = repro_stages(clone, STAGES)
-        metrics = {model: json.loads((clone / "metrics" / f"{model}.json").read_text())
-                   for model in ("unet", "resnet34_unet")}
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True,
-                                check=True).stdout.strip()
+        metrics = {
+            model: json.loads((clone / "metrics" / f"{model}.json").read_text()) for model in ("unet", "resnet34_unet")
+        }
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True, check=True
+        ).stdout.strip()
         total = round(time.perf_counter() - started, 1)
         if args.update:
             update_checkout(clone)

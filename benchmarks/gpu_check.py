@@ -38,20 +38,42 @@ from petseg.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "gpu_results.json"
 FULL_TRAIN, FULL_VAL, FULL_TEST = 3312, 368, 3669
-REAL_SIZE = {"data.synthetic.n_trainval": 3680, "data.synthetic.n_test": 3669, "data.image_size": 256,
-             "train.epochs": 2, "train.precision": "auto", "train.compile": False, "train.device": "cuda",
-             "models.unet.base_channels": 64, "models.unet.batch_size": 32, "models.resnet34_unet.batch_size": 128,
-             "evaluate.batch_size": 64, "evaluate.n_worst": 4}
-SMOKE = {"data.synthetic.n_trainval": 40, "data.synthetic.n_test": 12, "data.image_size": 32, "train.device": "cpu",
-         "models.unet.base_channels": 4, "models.unet.batch_size": 4, "models.resnet34_unet.batch_size": 4,
-         "evaluate.batch_size": 8}
+REAL_SIZE = {
+    "data.synthetic.n_trainval": 3680,
+    "data.synthetic.n_test": 3669,
+    "data.image_size": 256,
+    "train.epochs": 2,
+    "train.precision": "auto",
+    "train.compile": False,
+    "train.device": "cuda",
+    "models.unet.base_channels": 64,
+    "models.unet.batch_size": 32,
+    "models.resnet34_unet.batch_size": 128,
+    "evaluate.batch_size": 64,
+    "evaluate.n_worst": 4,
+}
+SMOKE = {
+    "data.synthetic.n_trainval": 40,
+    "data.synthetic.n_test": 12,
+    "data.image_size": 32,
+    "train.device": "cpu",
+    "models.unet.base_channels": 4,
+    "models.unet.batch_size": 4,
+    "models.resnet34_unet.batch_size": 4,
+    "evaluate.batch_size": 8,
+}
 MODELS = {"unet": "train_unet", "resnet34_unet": "train_resnet"}
 
 
 def copy_project(target: Path) -> Path:
     """The project's files (tracked and untracked, not ignored) in a new git repository at ``target``."""
-    names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True).stdout.decode().split("\0")
+    names = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, names):
         if (ROOT / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +97,9 @@ def set_params(project: Path, values: dict[str, Any]) -> None:
 
 def run(project: Path, *command: str) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, check=False, cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        command, check=False, cwd=project, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
     return time.perf_counter() - started, done.stdout + done.stderr
@@ -86,10 +110,14 @@ def throughput(project: Path, model: str, n_train: int, n_val: int) -> dict[str,
     checkpoint = load_checkpoint(project / "models" / model / "last.pt")
     seconds = checkpoint.epoch_seconds
     metrics = json.loads((project / "metrics" / f"{model}.json").read_text())
-    return {"train_images_per_s": round((n_train + n_val) / seconds[-1], 1),
-            "first_epoch_extra_s": round(seconds[0] - seconds[-1], 1), "epoch_s": round(seconds[-1], 2),
-            "eval_images_per_s": metrics["eval_images_per_s"], "precision": checkpoint.signature["precision"],
-            "test_dice_after_2_epochs": round(metrics["dice_mean"], 4)}
+    return {
+        "train_images_per_s": round((n_train + n_val) / seconds[-1], 1),
+        "first_epoch_extra_s": round(seconds[0] - seconds[-1], 1),
+        "epoch_s": round(seconds[-1], 2),
+        "eval_images_per_s": metrics["eval_images_per_s"],
+        "precision": checkpoint.signature["precision"],
+        "test_dice_after_2_epochs": round(metrics["dice_mean"], 4),
+    }
 
 
 def train_command(out: str, live: str) -> list[str]:
@@ -101,8 +129,14 @@ def resume_check(project: Path) -> dict[str, Any]:
     for out in ("again", "killed"):
         shutil.rmtree(project / out, ignore_errors=True)
     run(project, *train_command("again", "again.live"))
-    killed = subprocess.Popen(train_command("killed", "killed.live"), cwd=project, stderr=subprocess.PIPE,
-                              stdout=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    killed = subprocess.Popen(
+        train_command("killed", "killed.live"),
+        cwd=project,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert killed.stderr is not None
     for line in killed.stderr:
         if "epoch 1/" in line:  # epoch 1 is saved; epoch 2 is running (or being saved)
@@ -118,16 +152,21 @@ def resume_check(project: Path) -> dict[str, Any]:
 
     run_to_run = largest_difference(first, again)
     resumed_vs_first = largest_difference(first, resumed)
-    return {"resumed": "resuming from" in resumed_log, "uninterrupted_runs_identical": run_to_run == 0.0,
-            "resumed_identical_to_uninterrupted": resumed_vs_first == 0.0,
-            "largest_weight_difference_run_to_run": run_to_run,
-            "largest_weight_difference_resumed": resumed_vs_first,
-            "resume_exact": resumed_vs_first <= run_to_run}
+    return {
+        "resumed": "resuming from" in resumed_log,
+        "uninterrupted_runs_identical": run_to_run == 0.0,
+        "resumed_identical_to_uninterrupted": resumed_vs_first == 0.0,
+        "largest_weight_difference_run_to_run": run_to_run,
+        "largest_weight_difference_resumed": resumed_vs_first,
+        "resume_exact": resumed_vs_first <= run_to_run,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-smoke", action="store_true", help="the same steps on the CPU at toy size (checks the script)")
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="the same steps on the CPU at toy size (checks the script)"
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.cpu_smoke:
@@ -140,7 +179,8 @@ def main() -> int:
     results: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.cpu_smoke else "cpu (smoke)",
-        "torch": torch.__version__, "settings": settings,
+        "torch": torch.__version__,
+        "settings": settings,
     }
     with tempfile.TemporaryDirectory(prefix="petseg-gpu-check-") as scratch:
         project = copy_project(Path(scratch) / "petseg")

@@ -53,8 +53,10 @@ def main() -> None:
         per_epoch = {}
         for model in TRAIN_STAGES:
             checkpoint = load_checkpoint(project / "models" / model / "last.pt")
-            per_epoch[model] = {"seconds_per_epoch": round(sum(checkpoint.epoch_seconds) / len(checkpoint.epoch_seconds), 1),
-                                "precision": checkpoint.signature["precision"]}
+            per_epoch[model] = {
+                "seconds_per_epoch": round(sum(checkpoint.epoch_seconds) / len(checkpoint.epoch_seconds), 1),
+                "precision": checkpoint.signature["precision"],
+            }
     training = sum(planned_epochs * m["seconds_per_epoch"] for m in per_epoch.values())
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -66,7 +68,8 @@ def main() -> None:
         "per_epoch": per_epoch,
         "projected_training_minutes": round(training / 60, 1),
         "projected_preprocess_train_evaluate_minutes": round(
-            (training + seconds["preprocess"] + seconds["evaluate"]) / 60, 1),
+            (training + seconds["preprocess"] + seconds["evaluate"]) / 60, 1
+        ),
         "machine": machine(),
     }
     out = ROOT / "benchmarks" / f"preset_time_{args.preset.stem}.json"

@@ -48,11 +48,30 @@ SEEDS = (0, 1, 2)
 
 # The second reference report's recipe at 128 px: BCE, AdamW 1e-3 (weight decay 1e-2), OneCycle, batch 8,
 # horizontal flips and colour jitter 0.2. Every recipe variant changes one thing from it.
-BASE_TRAIN = {"lr": 1e-3, "weight_decay": 1e-2, "loss": "bce", "optimizer": "adamw", "scheduler": "onecycle",
-              "augment": {"hflip": 0.5, "vflip": 0.0, "rotate": 0.0, "scale": 0.0, "brightness": 0.2,
-                          "contrast": 0.2, "saturation": 0.2},
-              "device": "cpu", "precision": "fp32", "compile": False, "nproc_per_node": 1}
-BASE_MODELS = {"unet": {"base_channels": 16, "batch_size": 8}, "resnet34_unet": {"encoder_weights": None, "batch_size": 8}}
+BASE_TRAIN = {
+    "lr": 1e-3,
+    "weight_decay": 1e-2,
+    "loss": "bce",
+    "optimizer": "adamw",
+    "scheduler": "onecycle",
+    "augment": {
+        "hflip": 0.5,
+        "vflip": 0.0,
+        "rotate": 0.0,
+        "scale": 0.0,
+        "brightness": 0.2,
+        "contrast": 0.2,
+        "saturation": 0.2,
+    },
+    "device": "cpu",
+    "precision": "fp32",
+    "compile": False,
+    "nproc_per_node": 1,
+}
+BASE_MODELS = {
+    "unet": {"base_channels": 16, "batch_size": 8},
+    "resnet34_unet": {"encoder_weights": None, "batch_size": 8},
+}
 
 # study -> variant -> (model, epochs, overrides of train.* and models.<model>.*)
 STUDY_PLANS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
@@ -86,8 +105,15 @@ def sample_cache(sample: Path = SAMPLE) -> Path:
     """The shared sample cut into train/val/held-out and cached at SIZE (built once)."""
     cache = WORK / f"sample-cache-{SIZE}-split{SPLIT_SEED}"
     if not (cache / "report.json").is_file():
-        preprocess(sample, cache, image_size=SIZE, split="random", split_fractions=(0.7, 0.15, 0.15), seed=SPLIT_SEED,
-                   progress=False)
+        preprocess(
+            sample,
+            cache,
+            image_size=SIZE,
+            split="random",
+            split_fractions=(0.7, 0.15, 0.15),
+            seed=SPLIT_SEED,
+            progress=False,
+        )
     return cache
 
 
@@ -97,13 +123,19 @@ def run_config(model: str, epochs: int, overrides: dict[str, Any], seed: int) ->
     train = {**BASE_TRAIN, **{k: v for k, v in overrides.items() if k in BASE_TRAIN}, "epochs": epochs, "seed": seed}
     train["augment"] = AugmentParams(**{**BASE_TRAIN["augment"], **overrides.get("augment", {})})
     model_section = {**BASE_MODELS[model], **{k: v for k, v in overrides.items() if k in BASE_MODELS[model]}}
-    return (dataclasses.replace(defaults.train, **train),
-            dataclasses.replace(defaults.models.section(model), **model_section))
+    return (
+        dataclasses.replace(defaults.train, **train),
+        dataclasses.replace(defaults.models.section(model), **model_section),
+    )
 
 
 def machine() -> dict[str, Any]:
-    return {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+    }
 
 
 def train_and_score(cache: Path, model: str, epochs: int, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -117,15 +149,22 @@ def train_and_score(cache: Path, model: str, epochs: int, overrides: dict[str, A
         held_out = evaluate_checkpoint(best, test, EvaluateParams(0.5, False, 0, 32), "cpu")
         held_out_tta = evaluate_checkpoint(best, test, EvaluateParams(0.5, True, 0, 32), "cpu")
         epoch_seconds = load_checkpoint(Path(scratch) / "model" / "last.pt").epoch_seconds
-    return {"val_dice": result.best_dice, "best_epoch": result.best_epoch, "heldout_dice": held_out.summary["dice_mean"],
-            "heldout_dice_tta": held_out_tta.summary["dice_mean"],
-            "seconds_per_epoch": statistics.median(epoch_seconds), "seconds": seconds}
+    return {
+        "val_dice": result.best_dice,
+        "best_epoch": result.best_epoch,
+        "heldout_dice": held_out.summary["dice_mean"],
+        "heldout_dice_tta": held_out_tta.summary["dice_mean"],
+        "seconds_per_epoch": statistics.median(epoch_seconds),
+        "seconds": seconds,
+    }
 
 
 def summarize(records: list[dict[str, Any]]) -> list[str]:
     """A Markdown table: mean and sample standard deviation over seeds, per variant."""
-    lines = ["| variant | epochs | seeds | validation Dice | held-out Dice | held-out, flip TTA | s/epoch |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | epochs | seeds | validation Dice | held-out Dice | held-out, flip TTA | s/epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for variant in dict.fromkeys(r["variant"] for r in records):
         runs = [r for r in records if r["variant"] == variant]
 
@@ -136,8 +175,10 @@ def summarize(records: list[dict[str, Any]]) -> list[str]:
 
         seconds = statistics.median(r["seconds_per_epoch"] for r in runs)
         tta = cell("heldout_dice_tta") if all("heldout_dice_tta" in r for r in runs) else "not recorded"
-        lines.append(f"| {variant} | {runs[0]['epochs']} | {len(runs)} | {cell('val_dice')} | {cell('heldout_dice')} | "
-                     f"{tta} | {seconds:.1f} |")
+        lines.append(
+            f"| {variant} | {runs[0]['epochs']} | {len(runs)} | {cell('val_dice')} | {cell('heldout_dice')} | "
+            f"{tta} | {seconds:.1f} |"
+        )
     return lines
 
 
@@ -162,13 +203,23 @@ def main() -> None:
             for seed in args.seeds:
                 if any(r["variant"] == variant and r["seed"] == seed for r in records):
                     continue
-                record = {"variant": variant, "model": model, "epochs": epochs, "seed": seed, "overrides": overrides,
-                          **train_and_score(cache, model, epochs, overrides, seed),
-                          "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine()}
+                record = {
+                    "variant": variant,
+                    "model": model,
+                    "epochs": epochs,
+                    "seed": seed,
+                    "overrides": overrides,
+                    **train_and_score(cache, model, epochs, overrides, seed),
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "machine": machine(),
+                }
                 records.append(record)
                 path.write_text(json.dumps(records, indent=1) + "\n")
-                print(f"{variant} seed {seed}: validation Dice {record['val_dice']:.4f}, held-out "
-                      f"{record['heldout_dice']:.4f}, {record['seconds_per_epoch']:.1f} s/epoch", flush=True)
+                print(
+                    f"{variant} seed {seed}: validation Dice {record['val_dice']:.4f}, held-out "
+                    f"{record['heldout_dice']:.4f}, {record['seconds_per_epoch']:.1f} s/epoch",
+                    flush=True,
+                )
     print("\n".join(summarize(records)))
 
 

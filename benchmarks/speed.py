@@ -65,8 +65,16 @@ from petseg.precision import cpu_native_bf16
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results.json"
 WORK_DIR = BENCHMARKS / "work"
-LOOP_VARIANTS = ("ours", "reference-data", "reference", "ours-untuned-heap", "ours-fp32", "ours-bf16",
-                 "ours-compiled", "ours-uncompiled")
+LOOP_VARIANTS = (
+    "ours",
+    "reference-data",
+    "reference",
+    "ours-untuned-heap",
+    "ours-fp32",
+    "ours-bf16",
+    "ours-compiled",
+    "ours-uncompiled",
+)
 
 
 # ------------------------------------------------------------------------ preprocess
@@ -79,16 +87,21 @@ def measure_preprocess(n_images: int, repeats: int) -> dict[str, float]:
     torch, costs them measurably (about 5-10% of the ratio here), and the stage
     never pays that.
     """
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_preprocess.py"), "--json", str(n_images),
-                           str(repeats)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_preprocess.py"), "--json", str(n_images), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------- training loops
 
 
-def measure_loops(raw: Path, *, size: int = 128, n_images: int = 256, repeats: int = 2,
-                  variants: tuple[str, ...] = LOOP_VARIANTS) -> dict[str, float]:
+def measure_loops(
+    raw: Path, *, size: int = 128, n_images: int = 256, repeats: int = 2, variants: tuple[str, ...] = LOOP_VARIANTS
+) -> dict[str, float]:
     """Images/s of each loop variant of bench_loops.py, each in a fresh process, interleaved ``repeats`` times."""
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
         preprocess(raw, tmp, image_size=size, split="official", val_every=10**6, progress=False)
@@ -96,19 +109,40 @@ def measure_loops(raw: Path, *, size: int = 128, n_images: int = 256, repeats: i
         warmups: dict[str, list[float]] = {variant: [] for variant in variants}
         for _ in range(repeats):
             for variant in variants:
-                done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_loops.py"), variant, "--raw", str(raw),
-                                       "--cache", tmp, "--epochs", "1", "--images", str(n_images)],
-                                      capture_output=True, text=True, check=True)
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        str(BENCHMARKS / "bench_loops.py"),
+                        variant,
+                        "--raw",
+                        str(raw),
+                        "--cache",
+                        tmp,
+                        "--epochs",
+                        "1",
+                        "--images",
+                        str(n_images),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 measured = json.loads(done.stdout.strip().splitlines()[-1])
                 rates[variant].append(measured["median"])
                 warmups[variant].append(measured["warmup_seconds"])
     median = {variant: statistics.median(values) for variant, values in rates.items()}
     figures = {f"loop_{variant.replace('-', '_')}_images_per_s": value for variant, value in median.items()}
     if "ours-compiled" in warmups and "ours-uncompiled" in warmups:  # compilation, paid once per run
-        figures["compile_seconds"] = statistics.median(warmups["ours-compiled"]) - statistics.median(warmups["ours-uncompiled"])
-    ratios = {"loader_speedup_ratio": ("ours", "reference-data"), "seed_loop_speedup_ratio": ("ours", "reference"),
-              "heap_tuning_ratio": ("ours", "ours-untuned-heap"), "bf16_speedup_ratio": ("ours-bf16", "ours-fp32"),
-              "compile_speedup_ratio": ("ours-compiled", "ours-uncompiled")}
+        figures["compile_seconds"] = statistics.median(warmups["ours-compiled"]) - statistics.median(
+            warmups["ours-uncompiled"]
+        )
+    ratios = {
+        "loader_speedup_ratio": ("ours", "reference-data"),
+        "seed_loop_speedup_ratio": ("ours", "reference"),
+        "heap_tuning_ratio": ("ours", "ours-untuned-heap"),
+        "bf16_speedup_ratio": ("ours-bf16", "ours-fp32"),
+        "compile_speedup_ratio": ("ours-compiled", "ours-uncompiled"),
+    }
     for name, (numerator, denominator) in ratios.items():
         if numerator in median and denominator in median:
             figures[name] = median[numerator] / median[denominator]
@@ -118,8 +152,9 @@ def measure_loops(raw: Path, *, size: int = 128, n_images: int = 256, repeats: i
 # ------------------------------------------------------------------ eval and infer
 
 
-def measure_eval_and_infer(raw: Path, *, size: int = 128, base_channels: int = 16, n_images: int = 64,
-                           device_name: str = "auto") -> dict[str, float]:
+def measure_eval_and_infer(
+    raw: Path, *, size: int = 128, base_channels: int = 16, n_images: int = 64, device_name: str = "auto"
+) -> dict[str, float]:
     """Images/s of evaluation (test cache) and of inference on image files, for one UNet checkpoint."""
     device = resolve_device(device_name)
     with tempfile.TemporaryDirectory(dir=WORK_DIR) as tmp:
@@ -129,8 +164,17 @@ def measure_eval_and_infer(raw: Path, *, size: int = 128, base_channels: int = 1
         torch.manual_seed(0)
         model = build_model("unet", base_channels=base_channels)
         checkpoint = tmp / "best.pt"
-        save_checkpoint(checkpoint, Checkpoint(model_name="unet", model_params={"base_channels": base_channels},
-                                               model=model.state_dict(), image_size=size, epoch=1, val_dice=0.0))
+        save_checkpoint(
+            checkpoint,
+            Checkpoint(
+                model_name="unet",
+                model_params={"base_channels": base_channels},
+                model=model.state_dict(),
+                image_size=size,
+                epoch=1,
+                val_dice=0.0,
+            ),
+        )
         config = EvaluateParams(threshold=0.5, tta=False, n_worst=0, batch_size=32)
         evaluate_checkpoint(checkpoint, split, config, device)  # warm-up
         start = time.perf_counter()
@@ -139,8 +183,14 @@ def measure_eval_and_infer(raw: Path, *, size: int = 128, base_channels: int = 1
 
         inputs = [layout.image_path(raw, name) for name in split.names[:n_images]]
         start = time.perf_counter()
-        result = infer_images(checkpoint, inputs, tmp / "predictions", device=device_name, progress=False,
-                              trimaps_dir=raw / layout.TRIMAPS_DIR)
+        result = infer_images(
+            checkpoint,
+            inputs,
+            tmp / "predictions",
+            device=device_name,
+            progress=False,
+            trimaps_dir=raw / layout.TRIMAPS_DIR,
+        )
         infer_rate = len(result.written) / (time.perf_counter() - start)
     return {"eval_images_per_s": eval_rate, "infer_images_per_s": infer_rate}
 
@@ -167,15 +217,28 @@ def main() -> None:
     report(measure_preprocess(n_images=64 if quick else 800, repeats=1 if quick else 3))
     raw = bench_preprocess.build_raw(WORK_DIR, 128 if quick else 1600)
     for name, params in (("unet", {"base_channels": 16}), ("resnet34_unet", {"encoder_weights": None})):
-        figures = measure_train_efficiency(name, params, image_size=64, batch_size=16, n_images=64 if quick else 256,
-                                           rounds=2 if quick else 6, device_name=args.device)
+        figures = measure_train_efficiency(
+            name,
+            params,
+            image_size=64,
+            batch_size=16,
+            n_images=64 if quick else 256,
+            rounds=2 if quick else 6,
+            device_name=args.device,
+        )
         report({f"{name}_{key}": value for key, value in figures.items()})
     loop_images = 64 if quick else 256
     if resolve_device(args.device).type == "cpu" and not cpu_native_bf16()[0]:
         # bf16 runs about an order of magnitude slower than fp32 on a CPU without native bf16 (auto does not
         # pick it): its pair is measured on a quarter of the images, in the same run, so the benchmark stays short.
-        report(measure_loops(raw, n_images=loop_images, repeats=1 if quick else 2,
-                             variants=tuple(v for v in LOOP_VARIANTS if v != "ours-bf16")))
+        report(
+            measure_loops(
+                raw,
+                n_images=loop_images,
+                repeats=1 if quick else 2,
+                variants=tuple(v for v in LOOP_VARIANTS if v != "ours-bf16"),
+            )
+        )
         bf16 = measure_loops(raw, n_images=loop_images // 4, repeats=1, variants=("ours-fp32", "ours-bf16"))
         report({"bf16_speedup_ratio": bf16["bf16_speedup_ratio"], "bf16_images": loop_images // 4})
     else:

@@ -76,8 +76,11 @@ class Checkpoint:
         """Check what a file held and build the checkpoint; anything else is a CheckpointError naming ``path``."""
         if not isinstance(data, dict):
             raise CheckpointError(f"{path}: not a petseg checkpoint (holds a {type(data).__name__}, not a dict)")
-        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                    and f.default_factory is dataclasses.MISSING]
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         missing = [key for key in ("format", *required) if key not in data]
         if missing:
             raise CheckpointError(f"{path}: not a petseg checkpoint (missing {', '.join(missing)})")

@@ -86,6 +86,10 @@ def tune_cpu_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    ok = bool(mallopt(m_mmap_threshold, 1 << 30)) & bool(mallopt(m_trim_threshold, 1 << 31)) & bool(mallopt(m_top_pad, 1 << 28))
+    ok = (
+        bool(mallopt(m_mmap_threshold, 1 << 30))
+        & bool(mallopt(m_trim_threshold, 1 << 31))
+        & bool(mallopt(m_top_pad, 1 << 28))
+    )
     _ALLOCATOR_TUNED = ok
     return ok

@@ -99,8 +99,9 @@ def env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def relaunch_under_torchrun(nproc_per_node: int, script: str | Path, script_args: Sequence[str], *,
-                            module: bool = False) -> bool:
+def relaunch_under_torchrun(
+    nproc_per_node: int, script: str | Path, script_args: Sequence[str], *, module: bool = False
+) -> bool:
     """Start this stage on ``nproc_per_node`` processes when asked and not already a torchrun worker.
 
     Returns True when the workers ran here (the caller is done), False when
@@ -116,8 +117,11 @@ def relaunch_under_torchrun(nproc_per_node: int, script: str | Path, script_args
     if env_rank() != 0:
         logging.getLogger("petseg").setLevel(logging.WARNING)  # rank 0 reports for all
     elif int(os.environ.get("LOCAL_WORLD_SIZE", nproc_per_node)) != nproc_per_node:
-        log.info("train: torchrun started %s processes per node; train.nproc_per_node = %d is not used",
-                 os.environ["LOCAL_WORLD_SIZE"], nproc_per_node)
+        log.info(
+            "train: torchrun started %s processes per node; train.nproc_per_node = %d is not used",
+            os.environ["LOCAL_WORLD_SIZE"],
+            nproc_per_node,
+        )
     return False
 
 
@@ -168,8 +172,13 @@ def launch_local(nproc_per_node: int, script: str | Path, script_args: Sequence[
 
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cpus() // nproc_per_node)))
     args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc_per_node={nproc_per_node}", *(["--module"] if module else []), str(script),
-         *script_args]
+        [
+            "--standalone",
+            f"--nproc_per_node={nproc_per_node}",
+            *(["--module"] if module else []),
+            str(script),
+            *script_args,
+        ]
     )
     try:
         run(args)

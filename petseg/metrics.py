@@ -69,7 +69,10 @@ def boundary_band(masks: torch.Tensor, distance: int) -> torch.Tensor:
 
 
 def boundary_iou(predicted: torch.Tensor, target: torch.Tensor, ratio: float = 0.02) -> torch.Tensor:
-    """Per-image Boundary IoU (Cheng et al., CVPR 2021) of boolean N x H x W masks (float64; 1 when both bands are empty)."""
+    """Per-image Boundary IoU (Cheng et al., CVPR 2021) of boolean N x H x W masks.
+
+    float64; 1 when both bands are empty.
+    """
     distance = boundary_distance(*predicted.shape[-2:], ratio=ratio)
     bands = boundary_band(predicted, distance).flatten(1), boundary_band(target, distance).flatten(1)
     intersection = (bands[0] & bands[1]).sum(1).double()

@@ -185,14 +185,18 @@ def _build(section: type, values: Any, prefix: str) -> Any:
 def _cross_checks(params: Params) -> None:
     fractions = params.data.split_fractions
     if abs(sum(fractions) - 1.0) > 1e-6:
-        raise ParamsError(f"data.split_fractions = {list(fractions)!r} is invalid; the three fractions "
-                          "(train, val, test) must sum to 1")
+        raise ParamsError(
+            f"data.split_fractions = {list(fractions)!r} is invalid; the three fractions "
+            "(train, val, test) must sum to 1"
+        )
     nproc = params.train.nproc_per_node
     for name in MODEL_NAMES:
         batch = params.models.section(name).batch_size
         if batch % nproc:
-            raise ParamsError(f"models.{name}.batch_size = {batch} is invalid; it is the global batch and must be "
-                              f"divisible by train.nproc_per_node = {nproc}")
+            raise ParamsError(
+                f"models.{name}.batch_size = {batch} is invalid; it is the global batch and must be "
+                f"divisible by train.nproc_per_node = {nproc}"
+            )
 
 
 def validate(raw: Any) -> Params:
@@ -235,5 +239,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def as_dict(section: Any) -> dict[str, Any]:
     """A section as plain nested dicts and lists (for checkpoints, signatures and logs)."""
-    return dataclasses.asdict(section, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v
-                                                                    for k, v in items})
+    return dataclasses.asdict(
+        section, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v for k, v in items}
+    )

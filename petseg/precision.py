@@ -89,16 +89,21 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
         return Precision("fp32", kind, "train.precision: fp32")
     if requested in DTYPES:
         if kind == "cuda" and requested == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
-            raise ParamsError(f"train.precision = 'bf16' but {torch.cuda.get_device_name(device)} has no native bf16; "
-                              "use auto (fp16 with a gradient scaler) or fp32")
+            raise ParamsError(
+                f"train.precision = 'bf16' but {torch.cuda.get_device_name(device)} has no native bf16; "
+                "use auto (fp16 with a gradient scaler) or fp32"
+            )
         if kind not in ("cuda", "cpu", "mps"):
             raise ParamsError(f"train.precision = {requested!r} is not available on {kind}; use auto or fp32")
         return Precision(requested, kind, f"train.precision: {requested}")
     if kind == "cuda":
         if torch.cuda.is_bf16_supported(including_emulation=False):
             return Precision("bf16", kind, f"auto: {torch.cuda.get_device_name(device)} computes bf16 natively")
-        return Precision("fp16", kind, f"auto: {torch.cuda.get_device_name(device)} has no native bf16, so fp16 "
-                                       "with a gradient scaler")
+        return Precision(
+            "fp16",
+            kind,
+            f"auto: {torch.cuda.get_device_name(device)} has no native bf16, so fp16 with a gradient scaler",
+        )
     if kind == "cpu":
         native, why = cpu_native_bf16()
         if native:  # see the module's docstring: fast, but its quality on real photos is not yet checked

@@ -54,10 +54,13 @@ class Int(Rule):
 
 
 class Float(Rule):
-    def __init__(self, gt: float | None = None, ge: float | None = None, lt: float | None = None,
-                 le: float | None = None):
+    def __init__(
+        self, gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None
+    ):
         self.gt, self.ge, self.lt, self.le = gt, ge, lt, le
-        bounds = [f"{sign} {limit}" for sign, limit in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if limit is not None]
+        bounds = [
+            f"{sign} {limit}" for sign, limit in ((">", gt), (">=", ge), ("<", lt), ("<=", le)) if limit is not None
+        ]
         self.allowed = "a number" + (" " + " and ".join(bounds) if bounds else "")
 
     def check(self, key: str, value: Any) -> float:

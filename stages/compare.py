@@ -21,9 +21,15 @@ def main() -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--against", metavar="REV", help="a git revision or DVC experiment name to compare with")
     parser.add_argument("--experiments", nargs="*", metavar="NAME", help="summarize these experiments (default: all)")
-    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models (default: all)")
-    parser.add_argument("--evaluate", default=str(paths.EVALUATE_DIR), help="per-image tables (default: plots/evaluate)")
-    parser.add_argument("--out", default=str(paths.COMPARE_FILE), help="the stage's output (default: metrics/compare.json)")
+    parser.add_argument(
+        "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models (default: all)"
+    )
+    parser.add_argument(
+        "--evaluate", default=str(paths.EVALUATE_DIR), help="per-image tables (default: plots/evaluate)"
+    )
+    parser.add_argument(
+        "--out", default=str(paths.COMPARE_FILE), help="the stage's output (default: metrics/compare.json)"
+    )
     args = parser.parse_args()
     stage_params(args.params)  # reads no params, but a broken params file stops the pipeline
     from petseg.compare import compare_against, compare_models, summarize_runs

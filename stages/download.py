@@ -1,6 +1,6 @@
 """Stage download: put the raw dataset in data/raw/oxford-iiit-pet (official archives or synthetic).
 
-    python -m stages.download        # data.source: synthetic (generated) or oxford-iiit-pet (downloaded)
+python -m stages.download        # data.source: synthetic (generated) or oxford-iiit-pet (downloaded)
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ from petseg.cli import run_stage, stage_params, stage_parser
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--raw-dir", default=str(paths.RAW_DIR), help="where the raw layout goes (a DVC output)")
-    parser.add_argument("--downloads-dir", default=str(paths.DOWNLOADS_DIR),
-                        help="where archives are kept so valid ones are not fetched again")
+    parser.add_argument(
+        "--downloads-dir",
+        default=str(paths.DOWNLOADS_DIR),
+        help="where archives are kept so valid ones are not fetched again",
+    )
     parser.add_argument("--workers", type=int, default=0, help="processes for synthetic generation (0 = one per core)")
     args = parser.parse_args()
     data = stage_params(args.params).data

@@ -18,20 +18,31 @@ from petseg.models import MODEL_NAMES
 
 def main() -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
-                        help="models to evaluate (default: all)")
+    parser.add_argument(
+        "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models to evaluate (default: all)"
+    )
     parser.add_argument("--cache", default=str(paths.CACHE_DIR), help="tensor cache folder (default: data/cache)")
-    parser.add_argument("--models-dir", default=str(paths.MODELS_DIR), help="folder of <model>/best.pt (default: models)")
+    parser.add_argument(
+        "--models-dir", default=str(paths.MODELS_DIR), help="folder of <model>/best.pt (default: models)"
+    )
     parser.add_argument("--metrics", default=str(paths.METRICS_DIR), help="folder of <model>.json (default: metrics)")
-    parser.add_argument("--plots", default=str(paths.EVALUATE_DIR),
-                        help="per-image tables and galleries (default: plots/evaluate)")
+    parser.add_argument(
+        "--plots", default=str(paths.EVALUATE_DIR), help="per-image tables and galleries (default: plots/evaluate)"
+    )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args()
     params = stage_params(args.params)
     from petseg.evaluation import evaluate_models
 
-    evaluate_models(list(dict.fromkeys(args.models)), params.evaluate, cache_dir=args.cache,
-                    models_dir=args.models_dir, metrics_dir=args.metrics, plots_dir=args.plots, device=args.device)
+    evaluate_models(
+        list(dict.fromkeys(args.models)),
+        params.evaluate,
+        cache_dir=args.cache,
+        models_dir=args.models_dir,
+        metrics_dir=args.metrics,
+        plots_dir=args.plots,
+        device=args.device,
+    )
 
 
 if __name__ == "__main__":

@@ -21,13 +21,24 @@ from petseg.cli import DEVICE_HELP, run_stage, stage_params, stage_parser
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--model", default=None, help="checkpoint file or model name (default: infer.model)")
-    parser.add_argument("--input", default=None, help="folder of images (default: infer.input_dir, else the raw test images)")
+    parser.add_argument(
+        "--input", default=None, help="folder of images (default: infer.input_dir, else the raw test images)"
+    )
     parser.add_argument("--output", default=None, help="output folder (default: predictions/<model>)")
-    parser.add_argument("--trimaps", default=None, help="folder of <name>.png trimaps for the ground truth "
-                        "(default: annotations/trimaps beside the input folder)")
-    parser.add_argument("--threshold", type=float, default=None, help="probability threshold (default: infer.threshold)")
-    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                        help="flip test-time augmentation (default: infer.tta)")
+    parser.add_argument(
+        "--trimaps",
+        default=None,
+        help="folder of <name>.png trimaps for the ground truth (default: annotations/trimaps beside the input folder)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="probability threshold (default: infer.threshold)"
+    )
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation (default: infer.tta)",
+    )
     parser.add_argument("--raw", default=str(paths.RAW_DIR), help="raw data folder (default: data/raw/oxford-iiit-pet)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,10 +53,18 @@ def main() -> None:
     output = args.output
     if output is None and args.model is None:  # the pipeline's own run
         output = paths.predictions_dir(section.model)
-    infer_folder(args.model or section.model, args.input if args.input is not None else section.input_dir, output,
-                 threshold=threshold, tta=section.tta if args.tta is None else args.tta,
-                 jpeg_draft=params.preprocess.jpeg_draft, trimaps_dir=args.trimaps, raw_dir=args.raw,
-                 device=args.device, progress=not args.no_progress)
+    infer_folder(
+        args.model or section.model,
+        args.input if args.input is not None else section.input_dir,
+        output,
+        threshold=threshold,
+        tta=section.tta if args.tta is None else args.tta,
+        jpeg_draft=params.preprocess.jpeg_draft,
+        trimaps_dir=args.trimaps,
+        raw_dir=args.raw,
+        device=args.device,
+        progress=not args.no_progress,
+    )
 
 
 if __name__ == "__main__":

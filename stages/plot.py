@@ -16,10 +16,13 @@ from petseg.models import MODEL_NAMES
 
 def main() -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES),
-                        help="models to plot (default: all)")
+    parser.add_argument(
+        "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models to plot (default: all)"
+    )
     parser.add_argument("--live", default=str(paths.LIVE_DIR), help="DVCLive root holding <model>/ (default: dvclive)")
-    parser.add_argument("--evaluate", default=str(paths.EVALUATE_DIR), help="per-image tables (default: plots/evaluate)")
+    parser.add_argument(
+        "--evaluate", default=str(paths.EVALUATE_DIR), help="per-image tables (default: plots/evaluate)"
+    )
     parser.add_argument("--out", default=str(paths.PLOTS_DIR), help="output folder (default: plots)")
     args = parser.parse_args()
     stage_params(args.params)  # the plot stage reads no params, but a broken params file still stops the pipeline

@@ -1,6 +1,6 @@
 """Stage preprocess: data/raw/oxford-iiit-pet -> data/cache (resized uint8 arrays per split + report.json).
 
-    python -m stages.preprocess
+python -m stages.preprocess
 """
 
 from __future__ import annotations
@@ -18,9 +18,17 @@ def main() -> None:
     data = params.data
     from petseg.data.preprocess import preprocess
 
-    result = preprocess(args.raw_dir, args.cache_dir, image_size=data.image_size, split=data.split,
-                        val_every=data.val_every, split_fractions=data.split_fractions, seed=data.seed,
-                        workers=params.preprocess.workers, jpeg_draft=params.preprocess.jpeg_draft)
+    result = preprocess(
+        args.raw_dir,
+        args.cache_dir,
+        image_size=data.image_size,
+        split=data.split,
+        val_every=data.val_every,
+        split_fractions=data.split_fractions,
+        seed=data.seed,
+        workers=params.preprocess.workers,
+        jpeg_draft=params.preprocess.jpeg_draft,
+    )
     print(result.summary())
 
 

@@ -35,9 +35,15 @@ def main() -> None:
     from petseg.training import fit
 
     try:
-        fit(args.model, params.models.section(args.model), params.train, args.cache,
-            args.out or paths.checkpoint_dir(args.model), args.live or paths.live_dir(args.model),
-            progress=not args.no_progress)
+        fit(
+            args.model,
+            params.models.section(args.model),
+            params.train,
+            args.cache,
+            args.out or paths.checkpoint_dir(args.model),
+            args.live or paths.live_dir(args.model),
+            progress=not args.no_progress,
+        )
     except KeyboardInterrupt:
         if env_rank() != 0:
             sys.exit(130)  # Ctrl-C reaches every process; rank 0 says it once

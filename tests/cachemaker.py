@@ -40,11 +40,15 @@ def make_arrays(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray, n
 def labels(names: list[str]) -> list[ListEntry]:
     """Split-list labels for the names: breeds taken in turn from the official 37 (so cats and dogs both occur)."""
     table = breeds()
-    return [ListEntry(name, b.class_id, b.species, b.breed_id) for name, b in zip(names, (table[i % 7 * 5] for i in range(len(names))))]
+    return [
+        ListEntry(name, b.class_id, b.species, b.breed_id)
+        for name, b in zip(names, (table[i % 7 * 5] for i in range(len(names))))
+    ]
 
 
-def write_cache(cache_dir: Path, sizes: dict[str, int], image_size: int = 32, seed: int = 0,
-                with_labels: bool = True) -> Path:
+def write_cache(
+    cache_dir: Path, sizes: dict[str, int], image_size: int = 32, seed: int = 0, with_labels: bool = True
+) -> Path:
     """Write ``cache_dir/<split>/{images,masks,trimaps}.npy``, ``names.txt`` and ``labels.csv`` for each split."""
     for offset, (split, n) in enumerate(sizes.items()):
         directory = Path(cache_dir) / split

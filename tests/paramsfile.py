@@ -41,8 +41,10 @@ def section(dotted: str, **overrides: Any) -> Any:
     params = validate(default_params())
     for key in dotted.split("."):
         params = getattr(params, key)
-    values = {key: (dataclasses.replace(getattr(params, key), **value) if isinstance(value, dict) else value)
-              for key, value in overrides.items()}
+    values = {
+        key: (dataclasses.replace(getattr(params, key), **value) if isinstance(value, dict) else value)
+        for key, value in overrides.items()
+    }
     return dataclasses.replace(params, **values)
 
 
@@ -69,5 +71,15 @@ def resnet(**overrides: Any) -> Any:
 
 def augmentation(**overrides: float) -> AugmentParams:
     """Augmentation params: horizontal flips with probability 0.5 and nothing else, unless overridden."""
-    return AugmentParams(**{"hflip": 0.5, "vflip": 0.0, "rotate": 0.0, "scale": 0.0, "brightness": 0.0,
-                            "contrast": 0.0, "saturation": 0.0, **overrides})
+    return AugmentParams(
+        **{
+            "hflip": 0.5,
+            "vflip": 0.0,
+            "rotate": 0.0,
+            "scale": 0.0,
+            "brightness": 0.0,
+            "contrast": 0.0,
+            "saturation": 0.0,
+            **overrides,
+        }
+    )

@@ -17,8 +17,13 @@ GIT_USER = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
 
 def copy_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
     """Copy the project's files to ``root``, apply params ``overrides``, and commit them in a new git repository."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                            check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file():

@@ -17,7 +17,9 @@ def batch(n: int = 16, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_flips_move_image_and_mask_together():
     images, masks = batch()
-    out_images, out_masks = augment_batch(images, masks, augmentation(hflip=0.5, vflip=0.5), torch.Generator().manual_seed(1))
+    out_images, out_masks = augment_batch(
+        images, masks, augmentation(hflip=0.5, vflip=0.5), torch.Generator().manual_seed(1)
+    )
     flipped_any = False
     for i in range(len(images)):
         candidates = {
@@ -26,7 +28,9 @@ def test_flips_move_image_and_mask_together():
             (False, True): (images[i].flip(-2), masks[i].flip(-2)),
             (True, True): (images[i].flip(-1).flip(-2), masks[i].flip(-1).flip(-2)),
         }
-        matches = [k for k, (im, m) in candidates.items() if torch.equal(out_images[i], im) and torch.equal(out_masks[i], m)]
+        matches = [
+            k for k, (im, m) in candidates.items() if torch.equal(out_images[i], im) and torch.equal(out_masks[i], m)
+        ]
         assert len(matches) == 1, i
         flipped_any |= matches[0] != (False, False)
     assert flipped_any
@@ -73,7 +77,7 @@ def test_same_generator_seed_gives_the_same_batch():
 
 
 def test_rotation_and_zoom_move_image_and_mask_together():
-    """A mask that is a function of the image (pixel brightness) stays that function through the geometric transforms."""
+    """A mask that is a function of the image (its brightness) stays that function through geometric transforms."""
     torch.manual_seed(3)
     size = 32
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
@@ -94,9 +98,12 @@ def test_new_transforms_leave_the_draws_of_the_old_ones_alone():
     images, masks = batch()
     old = augmentation(hflip=0.5, brightness=0.3)
     reference = augment_batch(images, masks, old, torch.Generator().manual_seed(2))
-    again = augment_batch(images, masks, augmentation(hflip=0.5, brightness=0.3, rotate=0.0, scale=0.0),
-                          torch.Generator().manual_seed(2))
+    again = augment_batch(
+        images, masks, augmentation(hflip=0.5, brightness=0.3, rotate=0.0, scale=0.0), torch.Generator().manual_seed(2)
+    )
     assert torch.equal(reference[0], again[0]) and torch.equal(reference[1], again[1])
-    same_seed = [augment_batch(images, masks, augmentation(rotate=10.0, scale=0.1), torch.Generator().manual_seed(9))
-                 for _ in range(2)]
+    same_seed = [
+        augment_batch(images, masks, augmentation(rotate=10.0, scale=0.1), torch.Generator().manual_seed(9))
+        for _ in range(2)
+    ]
     assert torch.equal(same_seed[0][0], same_seed[1][0]) and torch.equal(same_seed[0][1], same_seed[1][1])

@@ -20,7 +20,9 @@ from tests.projectcopy import GIT_USER
 SCRIPT = REPO / "stages" / "compare.py"
 
 
-def independent_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 20_000, seed: int = 123) -> tuple[float, float]:
+def independent_bootstrap(
+    a: np.ndarray, b: np.ndarray, resamples: int = 20_000, seed: int = 123
+) -> tuple[float, float]:
     """A plain paired percentile bootstrap: resample images with replacement, keep each pair together."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(a), size=(resamples, len(a)))
@@ -33,7 +35,9 @@ def exact_wilcoxon_p(differences: np.ndarray) -> float:
     ranks = np.argsort(np.argsort(np.abs(differences))) + 1
     observed = ranks[differences > 0].sum()
     total = ranks.sum()
-    stats = np.array([sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(ranks))])
+    stats = np.array(
+        [sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product([0, 1], repeat=len(ranks))]
+    )
     low = min(observed, total - observed)
     return float(min(1.0, 2 * np.mean(stats <= low)))
 
@@ -61,8 +65,12 @@ def test_p_value_is_the_exact_signed_rank_test() -> None:
 
 def table(names: list[str], dice: np.ndarray, boundary: np.ndarray | None = None) -> PerImage:
     boundary = dice * 0.8 if boundary is None else boundary
-    scores = {"dice": dice, "iou": dice / (2 - dice), "dice_ignore_border": np.minimum(dice + 0.01, 1),
-              "boundary_iou": boundary}
+    scores = {
+        "dice": dice,
+        "iou": dice / (2 - dice),
+        "dice_ignore_border": np.minimum(dice + 0.01, 1),
+        "boundary_iou": boundary,
+    }
     return PerImage(names, scores, ["Abyssinian"] * len(names), ["cat"] * len(names))
 
 
@@ -79,7 +87,9 @@ def repo(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     names = [f"img_{i:02d}" for i in range(40)]
     for model, level in (("unet", 0.80), ("resnet34_unet", 0.78)):
-        write_per_image_csv(root / "plots" / "evaluate" / f"{model}.csv", table(names, rng.uniform(level - 0.1, level + 0.1, 40)))
+        write_per_image_csv(
+            root / "plots" / "evaluate" / f"{model}.csv", table(names, rng.uniform(level - 0.1, level + 0.1, 40))
+        )
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
     subprocess.run(["git", *GIT_USER, "add", "-A"], cwd=root, check=True)
     subprocess.run(["git", *GIT_USER, "commit", "-qm", "evaluated"], cwd=root, check=True)
@@ -100,8 +110,19 @@ def test_compare_stage_writes_the_paired_difference_of_the_models(repo: Path) ->
     done = run(repo)
     assert done.returncode == 0, done.stderr
     report = json.loads((repo / "metrics" / "compare.json").read_text())
-    assert list(report) == ["unet_dice_mean", "resnet34_unet_dice_mean", "dice_mean_diff", "ci95_low", "ci95_high", "p_value", "n_images", "boundary_iou_mean_diff",
-                            "boundary_iou_ci95_low", "boundary_iou_ci95_high", "boundary_iou_p_value"]
+    assert list(report) == [
+        "unet_dice_mean",
+        "resnet34_unet_dice_mean",
+        "dice_mean_diff",
+        "ci95_low",
+        "ci95_high",
+        "p_value",
+        "n_images",
+        "boundary_iou_mean_diff",
+        "boundary_iou_ci95_low",
+        "boundary_iou_ci95_high",
+        "boundary_iou_p_value",
+    ]
     from petseg.evaluation.tables import read_per_image_csv
 
     unet = read_per_image_csv(repo / "plots" / "evaluate" / "unet.csv")
@@ -141,8 +162,10 @@ def test_missing_tables_and_unknown_revisions_are_one_line_errors(repo: Path) ->
     (repo / "plots" / "evaluate" / "extra.csv").write_text("x\n")
     subprocess.run(["git", "rm", "-q", "--cached", "plots/evaluate/resnet34_unet.csv"], cwd=repo, check=True)
     subprocess.run(["git", *GIT_USER, "commit", "-qm", "no resnet table"], cwd=repo, check=True)
-    for rev, complaint in (("HEAD", "plots/evaluate/resnet34_unet.csv: not found at HEAD"),
-                           ("no-such-rev", "'no-such-rev' is neither a git revision nor a DVC experiment")):
+    for rev, complaint in (
+        ("HEAD", "plots/evaluate/resnet34_unet.csv: not found at HEAD"),
+        ("no-such-rev", "'no-such-rev' is neither a git revision nor a DVC experiment"),
+    ):
         done = run(repo, "--against", rev)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {complaint}"), done.stderr
@@ -153,12 +176,18 @@ def test_different_test_images_compare_the_shared_ones_or_refuse(repo: Path) -> 
     rewrite(repo, "resnet34_unet", lambda t: table(t.names[5:] + ["new_1"], np.append(t.scores["dice"][5:], 0.5)))
     done = run(repo, "--against", "HEAD")
     assert done.returncode == 1
-    assert "note: unet: the test images differ from HEAD's (36 here, 40 there): comparing the 35 images both have" in done.stdout
+    assert (
+        "note: unet: the test images differ from HEAD's (36 here, 40 there): comparing the 35 images both have"
+        in done.stdout
+    )
     assert "(35 images)" in done.stdout and "+0.0000" in done.stdout
     rewrite(repo, "unet", lambda t: table([f"other_{i}" for i in range(30)] + old.names[:9], np.full(39, 0.7)))
     done = run(repo, "--against", "HEAD")
     assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.strip() == "error: unet: the test images here and at HEAD share only 9 image(s) (at least 10 are needed to compare)"
+    assert (
+        done.stderr.strip()
+        == "error: unet: the test images here and at HEAD share only 9 image(s) (at least 10 are needed to compare)"
+    )
 
 
 def test_experiments_summary_gives_mean_and_spread(repo: Path) -> None:
@@ -168,8 +197,11 @@ def test_experiments_summary_gives_mean_and_spread(repo: Path) -> None:
         (repo / "metrics").mkdir(exist_ok=True)
         for model, dice in (("unet", unet), ("resnet34_unet", resnet)):
             (repo / "metrics" / f"{model}.json").write_text(json.dumps({"dice_mean": dice}))
-        (repo / "metrics" / "compare.json").write_text(json.dumps(
-            {"dice_mean_diff": unet - resnet, "ci95_low": unet - resnet - 0.02, "ci95_high": unet - resnet + 0.02}))
+        (repo / "metrics" / "compare.json").write_text(
+            json.dumps(
+                {"dice_mean_diff": unet - resnet, "ci95_low": unet - resnet - 0.02, "ci95_high": unet - resnet + 0.02}
+            )
+        )
         subprocess.run(["git", *GIT_USER, "add", "-A"], cwd=repo, check=True)
         subprocess.run(["git", *GIT_USER, "commit", "-qm", name], cwd=repo, check=True)
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()

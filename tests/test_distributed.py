@@ -37,10 +37,22 @@ EPOCHS = 3
 # no augmentation: each rank draws its own (from seed, epoch and rank, by design), so with it on the
 # two runs would see other images, not just other BatchNorm statistics
 TINY = {
-    "train.epochs": EPOCHS, "train.seed": 1, "train.lr": 3e-3, "train.scheduler": "none", "train.device": "cpu",
-    "train.augment": {"hflip": 0.0, "vflip": 0.0, "rotate": 0.0, "scale": 0.0, "brightness": 0.0, "contrast": 0.0,
-                      "saturation": 0.0},
-    "models.unet.base_channels": 4, "models.unet.batch_size": 8,
+    "train.epochs": EPOCHS,
+    "train.seed": 1,
+    "train.lr": 3e-3,
+    "train.scheduler": "none",
+    "train.device": "cpu",
+    "train.augment": {
+        "hflip": 0.0,
+        "vflip": 0.0,
+        "rotate": 0.0,
+        "scale": 0.0,
+        "brightness": 0.0,
+        "contrast": 0.0,
+        "saturation": 0.0,
+    },
+    "models.unet.base_channels": 4,
+    "models.unet.batch_size": 8,
 }
 LOGGED = EPOCH_METRICS
 
@@ -61,8 +73,21 @@ DICE_TOLERANCE = 0.15
 
 def train_command(params: Path, cache: Path, out: Path, live: Path) -> list[str]:
     """The train stage as dvc.yaml runs it (a module; its torchrun workers are relaunched as the module too)."""
-    return [sys.executable, "-m", "stages.train", "unet", "--params", str(params), "--cache", str(cache),
-            "--out", str(out), "--live", str(live), "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "stages.train",
+        "unet",
+        "--params",
+        str(params),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--live",
+        str(live),
+        "--no-progress",
+    ]
 
 
 def run_stage(params: Path, cache: Path, out: Path, live: Path) -> subprocess.CompletedProcess:
@@ -149,8 +174,13 @@ def test_two_processes_match_one_process_of_the_same_global_batch(runs: Runs):
 
 def test_a_killed_two_process_run_resumes_to_exactly_the_uninterrupted_result(runs: Runs):
     out, live = runs.root / "killed", runs.root / "killed.live"
-    killed = subprocess.Popen(train_command(runs.params, runs.cache, out, live), cwd=REPO,
-                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    killed = subprocess.Popen(
+        train_command(runs.params, runs.cache, out, live),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     assert killed.stderr is not None
     for line in killed.stderr:
         if f"epoch 1/{EPOCHS}" in line:
@@ -179,8 +209,9 @@ def test_a_failing_rank_fails_the_stage_with_a_clear_message(runs: Runs, tmp_pat
     out = tmp_path / "m"
     shutil.copytree(runs.root / "two", out)
     (out / "last.pt").write_bytes((out / "last.pt").read_bytes()[:1000])  # only rank 0 reads it
-    failed = subprocess.run(train_command(runs.params, runs.cache, out, tmp_path / "live"), cwd=REPO,
-                            capture_output=True, text=True)
+    failed = subprocess.run(
+        train_command(runs.params, runs.cache, out, tmp_path / "live"), cwd=REPO, capture_output=True, text=True
+    )
     assert failed.returncode == 1
     assert f"error: {out / 'last.pt'}: not a readable checkpoint" in failed.stderr
     assert "error: training failed: rank 0 of 2 exited with code 1" in failed.stderr

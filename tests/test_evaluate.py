@@ -52,8 +52,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     trimaps[EMPTY_INDEX] = 2
     np.save(cache / "test" / "masks.npy", masks)
     np.save(cache / "test" / "trimaps.npy", trimaps)
-    fit("unet", unet(base_channels=4, batch_size=8), train_params(epochs=2, lr=3e-3, device="cpu"), cache, root / "models" / "unet",
-        live_dir=None, progress=False)
+    fit(
+        "unet",
+        unet(base_channels=4, batch_size=8),
+        train_params(epochs=2, lr=3e-3, device="cpu"),
+        cache,
+        root / "models" / "unet",
+        live_dir=None,
+        progress=False,
+    )
     return root
 
 
@@ -94,7 +101,9 @@ def reference_boundary_iou(predicted: np.ndarray, truth: np.ndarray) -> np.ndarr
     for p, g in zip(predicted.astype(bool), truth.astype(bool)):
         height, width = p.shape
         d = max(1, int(round(0.02 * np.sqrt(height**2 + width**2))))
-        bands = [m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3)), iterations=d, border_value=0) for m in (p, g)]
+        bands = [
+            m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3)), iterations=d, border_value=0) for m in (p, g)
+        ]
         union = (bands[0] | bands[1]).sum()
         scores.append((bands[0] & bands[1]).sum() / union if union else 1.0)
     return np.array(scores)
@@ -104,7 +113,9 @@ def read_table(path: Path) -> dict[str, list]:
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["name", "breed", "species", "dice", "iou", "dice_ignore_border", "boundary_iou"]
-    return {key: [row[key] if key in ("name", "breed", "species") else float(row[key]) for row in rows] for key in rows[0]}
+    return {
+        key: [row[key] if key in ("name", "breed", "species") else float(row[key]) for row in rows] for key in rows[0]
+    }
 
 
 def run_evaluate(root: Path, out: str, **config: object) -> dict:
@@ -160,7 +171,9 @@ def test_per_image_table_and_metrics_match_numpy(workspace: Path) -> None:
     model = build_model("unet", base_channels=4)
     assert unet["parameters"] == sum(p.numel() for p in model.parameters())
     last = load_checkpoint(workspace / "models" / "unet" / "last.pt")
-    assert len(last.epoch_seconds) == 2 and unet["train_seconds_per_epoch"] == round(float(np.median(last.epoch_seconds)), 2)
+    assert len(last.epoch_seconds) == 2 and unet["train_seconds_per_epoch"] == round(
+        float(np.median(last.epoch_seconds)), 2
+    )
     assert unet["eval_images_per_s"] > 0
 
 
@@ -189,7 +202,9 @@ def test_per_breed_table_and_missing_labels(workspace: Path, tmp_path: Path, cap
     expected = {}
     for breed, species, dice in zip(table["breed"], table["species"], table["dice"]):
         expected.setdefault((breed, species), []).append(dice)
-    assert {(r["breed"], r["species"]): (int(r["n"]), float(r["dice_mean"]), float(r["dice_median"])) for r in rows} == {
+    assert {
+        (r["breed"], r["species"]): (int(r["n"]), float(r["dice_mean"]), float(r["dice_median"])) for r in rows
+    } == {
         key: (len(v), pytest.approx(np.mean(v), abs=1e-12), pytest.approx(np.median(v), abs=1e-12))
         for key, v in expected.items()
     }
@@ -199,7 +214,8 @@ def test_per_breed_table_and_missing_labels(workspace: Path, tmp_path: Path, cap
     bare = tmp_path / "bare"  # a cache whose lists had no label columns: those keys become null, one note
     shutil.copytree(workspace / "cache", bare / "cache")
     (bare / "cache" / "test" / "labels.csv").write_text(
-        "name,class_id,species,breed_id\n" + "".join(f"{n},,,\n" for n in table["name"]))
+        "name,class_id,species,breed_id\n" + "".join(f"{n},,,\n" for n in table["name"])
+    )
     (bare / "models").symlink_to(workspace / "models")
     with caplog.at_level(logging.INFO, logger="petseg"):
         summary = run_evaluate(bare, "out", n_worst=0)["unet"]
@@ -264,9 +280,15 @@ def test_tta_averages_the_flipped_probabilities(workspace: Path) -> None:
 
 def test_missing_checkpoint_names_the_stage(workspace: Path) -> None:
     with pytest.raises(CheckpointError, match=r"resnet34_unet/best.pt.*train_resnet"):
-        evaluate_models(["unet", "resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache",
-                        models_dir=workspace / "models", metrics_dir=workspace / "never_metrics",
-                        plots_dir=workspace / "never", device="cpu")
+        evaluate_models(
+            ["unet", "resnet34_unet"],
+            evaluate_params(),
+            cache_dir=workspace / "cache",
+            models_dir=workspace / "models",
+            metrics_dir=workspace / "never_metrics",
+            plots_dir=workspace / "never",
+            device="cpu",
+        )
     assert not (workspace / "never_metrics").exists() and not (workspace / "never").exists()
 
 
@@ -274,8 +296,15 @@ def test_checkpoint_of_another_model_is_refused(workspace: Path, tmp_path: Path)
     (tmp_path / "resnet34_unet").mkdir()
     (tmp_path / "resnet34_unet" / "best.pt").symlink_to(workspace / "models" / "unet" / "best.pt")
     with pytest.raises(CheckpointError, match="holds a unet model, expected resnet34_unet"):
-        evaluate_models(["resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache", models_dir=tmp_path,
-                        metrics_dir=tmp_path / "m", plots_dir=tmp_path / "p", device="cpu")
+        evaluate_models(
+            ["resnet34_unet"],
+            evaluate_params(),
+            cache_dir=workspace / "cache",
+            models_dir=tmp_path,
+            metrics_dir=tmp_path / "m",
+            plots_dir=tmp_path / "p",
+            device="cpu",
+        )
 
 
 def test_corrupt_checkpoint_stops_before_any_output(workspace: Path, tmp_path: Path) -> None:
@@ -284,8 +313,15 @@ def test_corrupt_checkpoint_stops_before_any_output(workspace: Path, tmp_path: P
     whole = (tmp_path / "unet" / "best.pt").read_bytes()
     (tmp_path / "resnet34_unet" / "best.pt").write_bytes(whole[: len(whole) // 3])  # truncated
     with pytest.raises(CheckpointError, match=r"resnet34_unet/best.pt: not a readable checkpoint"):
-        evaluate_models(["unet", "resnet34_unet"], evaluate_params(), cache_dir=workspace / "cache",
-                        models_dir=tmp_path, metrics_dir=tmp_path / "m", plots_dir=tmp_path / "p", device="cpu")
+        evaluate_models(
+            ["unet", "resnet34_unet"],
+            evaluate_params(),
+            cache_dir=workspace / "cache",
+            models_dir=tmp_path,
+            metrics_dir=tmp_path / "m",
+            plots_dir=tmp_path / "p",
+            device="cpu",
+        )
     assert not (tmp_path / "m").exists() and not (tmp_path / "p").exists()
 
 
@@ -303,7 +339,8 @@ def test_stage_script_runs_and_fails_cleanly(workspace: Path, tmp_path: Path) ->
 
     # a bad param: exit 2 before any work
     bad = write_params(tmp_path / "bad.yaml", threshold=1.5)
-    refused = subprocess.run([*command[:2], "--params", str(bad)], capture_output=True, text=True, cwd=tmp_path,
-                             timeout=120)
+    refused = subprocess.run(
+        [*command[:2], "--params", str(bad)], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     # (a missing checkpoint as a one-line error: test_missing_checkpoint_names_the_stage and the infer stage test)
     assert refused.returncode == 2 and "evaluate.threshold" in refused.stderr and "Traceback" not in refused.stderr

@@ -28,8 +28,13 @@ def tiny_state(base_channels: int = 4) -> dict:
     """The content of a petseg checkpoint for a tiny UNet (untrained: these tests never look at predictions)."""
     torch.manual_seed(0)
     model = build_model("unet", base_channels=base_channels)
-    return {"model_name": "unet", "model_params": {"base_channels": base_channels}, "model": model.state_dict(),
-            "epoch": 1, "image_size": 32}
+    return {
+        "model_name": "unet",
+        "model_params": {"base_channels": base_channels},
+        "model": model.state_dict(),
+        "epoch": 1,
+        "image_size": 32,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +155,12 @@ def test_other_files_named_like_checkpoints(tmp_path: Path) -> None:
     array.with_suffix(".npy").rename(array)
     folder = tmp_path / "folder.pt"
     folder.mkdir()
-    for path, complaint in ((text, "not a readable checkpoint"), (array, "not a readable checkpoint"),
-                            (folder, "not a file"), (tmp_path / "gone.pt", "checkpoint not found")):
+    for path, complaint in (
+        (text, "not a readable checkpoint"),
+        (array, "not a readable checkpoint"),
+        (folder, "not a file"),
+        (tmp_path / "gone.pt", "checkpoint not found"),
+    ):
         with pytest.raises(CheckpointError, match=rf"^{path}: {complaint}"):
             load_checkpoint(path)
 
@@ -175,12 +184,22 @@ def test_weights_of_another_model_are_refused_concisely(tmp_path: Path, change: 
 
 def test_training_names_a_corrupt_best_checkpoint_beside_a_good_last(tmp_path: Path) -> None:
     cache = write_cache(tmp_path / "cache", {"train": 8, "val": 4}, image_size=32)
-    section, config = unet(base_channels=4, batch_size=4), train_params(epochs=1, lr=1e-3, scheduler="none", device="cpu")
+    section, config = (
+        unet(base_channels=4, batch_size=4),
+        train_params(epochs=1, lr=1e-3, scheduler="none", device="cpu"),
+    )
     fit("unet", section, config, cache, tmp_path / "m", progress=False)
     best = tmp_path / "m" / "best.pt"
     data = best.read_bytes()
     best.unlink()  # best.pt and last.pt may share one inode (a hard link): damage a copy, as a cut transfer would
     best.write_bytes(data[:2000])
     with pytest.raises(CheckpointError, match=rf"^{best}: not a readable checkpoint"):
-        fit("unet", section, train_params(epochs=2, lr=1e-3, scheduler="none", device="cpu"), cache, tmp_path / "m", progress=False)
+        fit(
+            "unet",
+            section,
+            train_params(epochs=2, lr=1e-3, scheduler="none", device="cpu"),
+            cache,
+            tmp_path / "m",
+            progress=False,
+        )
     assert load_checkpoint(tmp_path / "m" / "last.pt").epoch == 1  # untouched

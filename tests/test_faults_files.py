@@ -182,8 +182,14 @@ def test_dvc_repro_after_dvc_itself_was_killed_mid_stage(tmp_path: Path) -> None
         "preprocess.workers": 1, "preprocess.jpeg_draft": False,
     })  # fmt: skip
     env = dvc_env()
-    killed = subprocess.Popen(["dvc", "repro", "preprocess"], cwd=project, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        ["dvc", "repro", "preprocess"],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cache = project / "data" / "cache"
     deadline = time.monotonic() + 120
     while not (cache.is_dir() and temps(cache)) and killed.poll() is None and time.monotonic() < deadline:
@@ -193,8 +199,9 @@ def test_dvc_repro_after_dvc_itself_was_killed_mid_stage(tmp_path: Path) -> None
     assert temps(cache), "the kill came too late to land mid-write"
     assert "pid" in (project / ".dvc" / "tmp" / "rwlock").read_text()  # DVC's lock still names the dead process
 
-    again = subprocess.run(["dvc", "repro", "preprocess"], cwd=project, env=env, capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run(
+        ["dvc", "repro", "preprocess"], cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
     output = again.stdout + again.stderr
     assert again.returncode == 0, output
     assert "had been killed. Auto removed it from the lock file" in output  # DVC clears its own stale lock
@@ -292,17 +299,38 @@ def npy_bytes(array: np.ndarray) -> bytes:
 def test_damaged_cache_files_are_named_by_evaluate_and_train(tmp_path: Path, name: str, damage, complaint: str) -> None:
     cache = write_cache(tmp_path / "cache", {"train": 8, "val": 8, "test": 8}, image_size=32)
     models = tmp_path / "models"
-    save_checkpoint(models / "unet" / "best.pt", Checkpoint(model_name="unet", model_params={"base_channels": 4},
-                    model=build_model("unet", base_channels=4).state_dict(), image_size=32, epoch=1))
+    save_checkpoint(
+        models / "unet" / "best.pt",
+        Checkpoint(
+            model_name="unet",
+            model_params={"base_channels": 4},
+            model=build_model("unet", base_channels=4).state_dict(),
+            image_size=32,
+            epoch=1,
+        ),
+    )
     for split in ("test", "train"):
         path = cache / split / name
         path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DataError) as evaluated:
-        evaluate_models(["unet"], evaluate_params(), cache_dir=cache, models_dir=models,
-                        metrics_dir=tmp_path / "metrics", plots_dir=tmp_path / "plots", device="cpu")
+        evaluate_models(
+            ["unet"],
+            evaluate_params(),
+            cache_dir=cache,
+            models_dir=models,
+            metrics_dir=tmp_path / "metrics",
+            plots_dir=tmp_path / "plots",
+            device="cpu",
+        )
     with pytest.raises(DataError) as trained:
-        fit("unet", unet(base_channels=4, batch_size=4), train_params(epochs=1, lr=1e-3, device="cpu"), cache,
-            tmp_path / "out", progress=False)
+        fit(
+            "unet",
+            unet(base_channels=4, batch_size=4),
+            train_params(epochs=1, lr=1e-3, device="cpu"),
+            cache,
+            tmp_path / "out",
+            progress=False,
+        )
     for info, split in ((evaluated, "test"), (trained, "train")):
         assert str(info.value).startswith(f"{cache / split / name}: ") and complaint in str(info.value)
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "out" / "last.pt").exists()

@@ -39,8 +39,16 @@ def picture(width: int, height: int) -> Image.Image:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny UNet: these tests are about files, not predictions."""
     path = tmp_path_factory.mktemp("model") / "best.pt"
-    save_checkpoint(path, Checkpoint(model_name="unet", model_params={"base_channels": 4},
-                                     model=build_model("unet", base_channels=4).state_dict(), image_size=32, epoch=1))
+    save_checkpoint(
+        path,
+        Checkpoint(
+            model_name="unet",
+            model_params={"base_channels": 4},
+            model=build_model("unet", base_channels=4).state_dict(),
+            image_size=32,
+            epoch=1,
+        ),
+    )
     return path
 
 
@@ -118,8 +126,9 @@ def test_an_unreadable_file_is_skipped_for_real(checkpoint: Path) -> None:
 
 
 @pytest.mark.parametrize("width,height", [(1, 5000), (5000, 1), (1, 1), (3, 4000)])
-def test_absurd_aspect_ratios_give_masks_at_their_own_size(checkpoint: Path, tmp_path: Path, width: int,
-                                                           height: int) -> None:
+def test_absurd_aspect_ratios_give_masks_at_their_own_size(
+    checkpoint: Path, tmp_path: Path, width: int, height: int
+) -> None:
     images = tmp_path / "images"
     images.mkdir()
     picture(width, height).save(images / "odd.png")

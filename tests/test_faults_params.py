@@ -27,8 +27,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 ])  # fmt: skip
 def test_dvc_exp_run_with_a_bad_param_fails_cleanly(project: Path, setting: str, message: str) -> None:
     # the download stage reads no train.* param, but every stage validates the whole file first
-    done = subprocess.run(["dvc", "exp", "run", "-S", setting, "download"], cwd=project, capture_output=True,
-                          text=True, timeout=300, env=dvc_env())
+    done = subprocess.run(
+        ["dvc", "exp", "run", "-S", setting, "download"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dvc_env(),
+    )
     subprocess.run(["git", "checkout", "-q", "params.yaml"], cwd=project, check=True)  # dvc leaves -S applied
     output = done.stdout + done.stderr
     assert done.returncode != 0, output

@@ -20,7 +20,9 @@ SIZE = 32
 def _smooth(width: int, height: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:height, :width].astype(np.float32)
-    picture = rng.uniform(40, 200, 3) + xx[..., None] * rng.uniform(-0.4, 0.4, 3) + yy[..., None] * rng.uniform(-0.4, 0.4, 3)
+    picture = (
+        rng.uniform(40, 200, 3) + xx[..., None] * rng.uniform(-0.4, 0.4, 3) + yy[..., None] * rng.uniform(-0.4, 0.4, 3)
+    )
     return np.clip(picture + rng.normal(0, 3, picture.shape), 0, 255).astype(np.uint8)
 
 

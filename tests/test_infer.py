@@ -62,8 +62,15 @@ def write_png16_rgb(path: Path, array: np.ndarray) -> None:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("infer-model")
     cache = write_cache(root / "cache", {"train": 32, "val": 8}, image_size=32)
-    fit("unet", unet(base_channels=4, batch_size=8), train_params(epochs=2, lr=3e-3, device="cpu"), cache, root / "models" / "unet",
-        live_dir=None, progress=False)
+    fit(
+        "unet",
+        unet(base_channels=4, batch_size=8),
+        train_params(epochs=2, lr=3e-3, device="cpu"),
+        cache,
+        root / "models" / "unet",
+        live_dir=None,
+        progress=False,
+    )
     return root / "models" / "unet" / "best.pt"
 
 
@@ -91,8 +98,16 @@ def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (images / "._normal.jpg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
     (images / "subfolder").mkdir()
     Image.fromarray(photo(40, 30)).save(images / "subfolder" / "ignored.jpg")
-    hostile_names = ("..evil name ..jpg", "a b.jpg", "back\\..\\slash.jpg", "-rf.jpg", ".hidden.jpg",
-                     "x" * 240 + ".jpg", "new\nline.jpg", CJK_NAME)
+    hostile_names = (
+        "..evil name ..jpg",
+        "a b.jpg",
+        "back\\..\\slash.jpg",
+        "-rf.jpg",
+        ".hidden.jpg",
+        "x" * 240 + ".jpg",
+        "new\nline.jpg",
+        CJK_NAME,
+    )
     for hostile in hostile_names:
         Image.fromarray(photo(40, 30)).save(images / hostile, format="JPEG")
     Image.fromarray(photo(40, 30)).save(images / "a.jpg")
@@ -258,14 +273,24 @@ def test_stage_script_on_any_folder(checkpoint: Path, messy: Path, tmp_path: Pat
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     command = [sys.executable, str(REPO / "stages" / "infer.py"), "--params", str(tmp_path / "params.yaml"),
                "--model", str(checkpoint), "--no-progress", "--device", "cpu"]  # fmt: skip
-    done = subprocess.run([*command, "--input", str(messy / "images"), "--output", str(tmp_path / "out")],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run(
+        [*command, "--input", str(messy / "images"), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "skipped " in done.stderr and "wrote 17 masks and panels" in done.stderr
     assert len(list((tmp_path / "out").glob("*_mask.png"))) == 17
     (tmp_path / "nothing").mkdir()
-    failed = subprocess.run([*command, "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "out2")],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    failed = subprocess.run(
+        [*command, "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "out2")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     assert failed.stderr.strip().splitlines()[-1].startswith("error: ")
 
@@ -275,8 +300,9 @@ def test_flip_tta_is_the_predict_path_of_evaluation(checkpoint: Path, messy: Pat
     command = [sys.executable, str(REPO / "stages" / "infer.py"), "--params", str(REPO / "params.yaml"), "--model",
                str(checkpoint), "--input", str(messy / "images"), "--no-progress", "--device", "cpu"]  # fmt: skip
     for flag, out in (("--no-tta", "plain"), ("--tta", "tta")):
-        done = subprocess.run([*command, flag, "--output", str(tmp_path / out)], capture_output=True, text=True,
-                              timeout=120)
+        done = subprocess.run(
+            [*command, flag, "--output", str(tmp_path / out)], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 0, done.stderr
     changed = 0
     for plain in sorted((tmp_path / "plain").glob("*_mask.png")):

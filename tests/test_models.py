@@ -30,7 +30,9 @@ class ModelContract:
         return build_model(cls.name, **cls.small_params)
 
     def test_registered(self):
-        assert self.name in MODELS and isinstance(build_model(self.name, **self.small_params), MODELS[self.name].load_class())
+        assert self.name in MODELS and isinstance(
+            build_model(self.name, **self.small_params), MODELS[self.name].load_class()
+        )
 
     def test_parameter_count(self):
         model = build_model(self.name, **self.full_params)
@@ -81,8 +83,12 @@ class ModelContract:
     def test_save_and_load_round_trip(self, model, tmp_path: Path):
         model.eval()
         path = tmp_path / "model.pt"
-        save_checkpoint(path, Checkpoint(model_name=self.name, model_params=self.small_params,
-                                         model=model.state_dict(), image_size=64, epoch=1))
+        save_checkpoint(
+            path,
+            Checkpoint(
+                model_name=self.name, model_params=self.small_params, model=model.state_dict(), image_size=64, epoch=1
+            ),
+        )
         loaded, checkpoint = load_model(path)
         assert checkpoint.model_name == self.name
         x = torch.rand(2, 3, 64, 64)

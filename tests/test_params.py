@@ -28,29 +28,36 @@ def test_every_config_preset_is_valid_and_complete():
         load_params(preset)
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("train.lr", 0.0, "train.lr = 0.0 is invalid; allowed: a number > 0.0"),
-    ("train.lr", -1e-3, "train.lr = -0.001"),
-    ("train.lr", "fast", "train.lr = 'fast'"),
-    ("train.epochs", 0, "train.epochs = 0 is invalid; allowed: an integer >= 1"),
-    ("train.epochs", 2.5, "train.epochs = 2.5"),
-    ("train.epochs", True, "train.epochs = True"),
-    ("data.image_size", 100, "data.image_size = 100 is invalid; allowed: an integer >= 32 <= 2048 and a multiple of 32"),
-    ("data.source", "imagenet", "allowed: one of synthetic, oxford-iiit-pet"),
-    ("infer.model", "segformer", "infer.model = 'segformer' is invalid; allowed: one of unet, resnet34_unet"),
-    ("train.loss", "focal", "allowed: one of bce, dice, bce+dice"),
-    ("train.optimizer", "sgd", "allowed: one of adam, adamw"),
-    ("train.scheduler", "step", "allowed: one of none, plateau, cosine, onecycle"),
-    ("evaluate.threshold", 1.0, "evaluate.threshold = 1.0 is invalid; allowed: a number > 0.0 and < 1.0"),
-    ("evaluate.threshold", 0, "evaluate.threshold = 0"),
-    ("models.resnet34_unet.encoder_weights", "imagenet21k", "allowed: one of null, imagenet"),
-    ("train.augment.hflip", 1.5, "train.augment.hflip = 1.5"),
-    ("data.images_md5", "abc", "an md5 hex digest"),
-    ("train.device", "tpu", "auto, cpu, mps, cuda or cuda:N"),
-    ("data.split_fractions", [0.5, 0.5], "data.split_fractions"),
-    ("data.split_fractions", [0.5, 0.3, 0.3], "must sum to 1"),
-    ("train", 3, "train must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("train.lr", 0.0, "train.lr = 0.0 is invalid; allowed: a number > 0.0"),
+        ("train.lr", -1e-3, "train.lr = -0.001"),
+        ("train.lr", "fast", "train.lr = 'fast'"),
+        ("train.epochs", 0, "train.epochs = 0 is invalid; allowed: an integer >= 1"),
+        ("train.epochs", 2.5, "train.epochs = 2.5"),
+        ("train.epochs", True, "train.epochs = True"),
+        (
+            "data.image_size",
+            100,
+            "data.image_size = 100 is invalid; allowed: an integer >= 32 <= 2048 and a multiple of 32",
+        ),
+        ("data.source", "imagenet", "allowed: one of synthetic, oxford-iiit-pet"),
+        ("infer.model", "segformer", "infer.model = 'segformer' is invalid; allowed: one of unet, resnet34_unet"),
+        ("train.loss", "focal", "allowed: one of bce, dice, bce+dice"),
+        ("train.optimizer", "sgd", "allowed: one of adam, adamw"),
+        ("train.scheduler", "step", "allowed: one of none, plateau, cosine, onecycle"),
+        ("evaluate.threshold", 1.0, "evaluate.threshold = 1.0 is invalid; allowed: a number > 0.0 and < 1.0"),
+        ("evaluate.threshold", 0, "evaluate.threshold = 0"),
+        ("models.resnet34_unet.encoder_weights", "imagenet21k", "allowed: one of null, imagenet"),
+        ("train.augment.hflip", 1.5, "train.augment.hflip = 1.5"),
+        ("data.images_md5", "abc", "an md5 hex digest"),
+        ("train.device", "tpu", "auto, cpu, mps, cuda or cuda:N"),
+        ("data.split_fractions", [0.5, 0.5], "data.split_fractions"),
+        ("data.split_fractions", [0.5, 0.3, 0.3], "must sum to 1"),
+        ("train", 3, "train must be a mapping"),
+    ],
+)
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, message):
     with pytest.raises(ParamsError) as info:
         validate(with_overrides(default_params(), {key: value}))
@@ -60,7 +67,9 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, messa
 def test_unknown_key_is_reported_with_a_suggestion():
     params = default_params()
     params["train"]["learnig_rate"] = 0.1
-    with pytest.raises(ParamsError, match=r"unknown key train\.learnig_rate.*known keys here: train\.epochs, train\.lr"):
+    with pytest.raises(
+        ParamsError, match=r"unknown key train\.learnig_rate.*known keys here: train\.epochs, train\.lr"
+    ):
         validate(params)
     params = default_params()
     params["train"]["lrr"] = 0.1
@@ -76,7 +85,10 @@ def test_missing_key_is_reported():
 
 
 def test_batch_size_must_split_evenly_across_processes():
-    params = with_overrides(default_params(), {"train.nproc_per_node": 3, "models.unet.batch_size": 16, "models.resnet34_unet.batch_size": 15})
+    params = with_overrides(
+        default_params(),
+        {"train.nproc_per_node": 3, "models.unet.batch_size": 16, "models.resnet34_unet.batch_size": 15},
+    )
     with pytest.raises(ParamsError, match=r"models\.unet\.batch_size = 16 .* divisible by train\.nproc_per_node = 3"):
         validate(params)
 
@@ -102,7 +114,10 @@ def test_every_stage_refuses_bad_params_before_any_work(script: str, tmp_path: P
     before = sorted(p.name for p in tmp_path.iterdir())
     result = subprocess.run(
         [sys.executable, str(REPO / "stages" / script), *STAGE_ARGS.get(script, []), "--params", str(params)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

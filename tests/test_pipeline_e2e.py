@@ -33,10 +33,29 @@ TINY = {
     "evaluate.n_worst": 2,
 }
 STAGES = ["download", "preprocess", "train_unet", "train_resnet", "evaluate", "compare", "infer", "plot"]
-METRIC_KEYS = {"dice_mean", "dice_median", "dice_std", "dice_min", "dice_max", "iou_mean", "dice_pooled", "pixel_accuracy",
-               "n_images", "threshold", "tta", "checkpoint_epoch", "checkpoint_val_dice", "dice_mean_ignore_border",
-               "boundary_iou_mean", "dice_mean_cat", "dice_mean_dog", "parameters", "gflops", "eval_images_per_s",
-               "train_seconds_per_epoch"}
+METRIC_KEYS = {
+    "dice_mean",
+    "dice_median",
+    "dice_std",
+    "dice_min",
+    "dice_max",
+    "iou_mean",
+    "dice_pooled",
+    "pixel_accuracy",
+    "n_images",
+    "threshold",
+    "tta",
+    "checkpoint_epoch",
+    "checkpoint_val_dice",
+    "dice_mean_ignore_border",
+    "boundary_iou_mean",
+    "dice_mean_cat",
+    "dice_mean_dog",
+    "parameters",
+    "gflops",
+    "eval_images_per_s",
+    "train_seconds_per_epoch",
+}
 
 
 def run(project: Path, *args: str, timeout: float = 600) -> str:
@@ -67,16 +86,27 @@ def test_repro_runs_every_stage_and_writes_every_output(project: Path):
     expected = [
         "data/raw/oxford-iiit-pet/annotations/trainval.txt",
         "data/cache/report.json",
-        *[f"data/cache/{split}/{name}" for split in ("train", "val", "test")
-          for name in ("images.npy", "masks.npy", "trimaps.npy", "names.txt")],
+        *[
+            f"data/cache/{split}/{name}"
+            for split in ("train", "val", "test")
+            for name in ("images.npy", "masks.npy", "trimaps.npy", "names.txt")
+        ],
         *[f"models/{model}/{which}.pt" for model in ("unet", "resnet34_unet") for which in ("best", "last")],
         *[f"dvclive/{model}/metrics.json" for model in ("unet", "resnet34_unet")],
         "dvclive/unet/plots/metrics/val/dice.tsv",
-        "metrics/unet.json", "metrics/resnet34_unet.json", "metrics/compare.json",
-        "plots/evaluate/unet.csv", "plots/evaluate/resnet34_unet.csv",
-        "plots/evaluate/unet_by_breed.csv", "plots/evaluate/resnet34_unet_by_breed.csv",
-        "plots/evaluate/unet_worst.png", "plots/evaluate/resnet34_unet_worst.png",
-        "plots/dice_curves.png", "plots/loss_curves.png", "plots/lr_curves.png", "plots/dice_histogram.png",
+        "metrics/unet.json",
+        "metrics/resnet34_unet.json",
+        "metrics/compare.json",
+        "plots/evaluate/unet.csv",
+        "plots/evaluate/resnet34_unet.csv",
+        "plots/evaluate/unet_by_breed.csv",
+        "plots/evaluate/resnet34_unet_by_breed.csv",
+        "plots/evaluate/unet_worst.png",
+        "plots/evaluate/resnet34_unet_worst.png",
+        "plots/dice_curves.png",
+        "plots/loss_curves.png",
+        "plots/lr_curves.png",
+        "plots/dice_histogram.png",
         "plots/dice_by_breed.png",
     ]
     missing = [path for path in expected if not (project / path).is_file()]
@@ -87,7 +117,9 @@ def test_repro_runs_every_stage_and_writes_every_output(project: Path):
     for model in ("unet", "resnet34_unet"):
         metrics = json.loads((project / f"metrics/{model}.json").read_text())
         assert set(metrics) == METRIC_KEYS and metrics["n_images"] == len(test_names)
-        assert metrics["dice_mean_cat"] is not None and metrics["dice_mean_dog"] is not None  # synthetic lists label all
+        assert (
+            metrics["dice_mean_cat"] is not None and metrics["dice_mean_dog"] is not None
+        )  # synthetic lists label all
     assert json.loads((project / "metrics/compare.json").read_text())["n_images"] == len(test_names)
     commit(project, "first run")
 
@@ -126,8 +158,14 @@ def test_metrics_show_lists_both_models_and_diff_compares_commits(project: Path)
 
 
 def test_compare_against_the_commit_before_an_evaluate_change(project: Path):
-    done = subprocess.run([sys.executable, "-m", "stages.compare", "--against", "HEAD~1"], cwd=project,
-                          capture_output=True, text=True, timeout=300, env=dvc_env())
+    done = subprocess.run(
+        [sys.executable, "-m", "stages.compare", "--against", "HEAD~1"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dvc_env(),
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(",")[0] for line in lines if "dice_mean: here minus HEAD~1" in line] == ["UNet", "ResNet34-UNet"]
@@ -137,10 +175,14 @@ def test_compare_against_the_commit_before_an_evaluate_change(project: Path):
 def test_plots_show_and_diff_render_both_models(project: Path):
     run(project, "dvc", "plots", "show", "-o", "plots_show")
     page = (project / "plots_show" / "index.html").read_text()
-    for title in ("Validation Dice per epoch, UNet vs ResNet34-UNet", "Train Dice per epoch", "Train (circles) and validation (squares) loss"):
+    for title in (
+        "Validation Dice per epoch, UNet vs ResNet34-UNet",
+        "Train Dice per epoch",
+        "Train (circles) and validation (squares) loss",
+    ):
         assert title in page
     assert "<script src=" not in page and "vega-embed" in page  # the offline template of .dvc/config
-    assert "resnet34_unet/plots/metrics/val/dice.tsv" in page and "\"unet/plots/metrics/val/dice.tsv" in page
+    assert "resnet34_unet/plots/metrics/val/dice.tsv" in page and '"unet/plots/metrics/val/dice.tsv' in page
     assert "Mean test Dice by breed" in page and page.count("ResNet34-UNet") >= 6  # the models' own legend names
     run(project, "dvc", "plots", "diff", "HEAD~1", "-o", "plots_diff")
     diff_page = (project / "plots_diff" / "index.html").read_text()
@@ -155,18 +197,33 @@ def test_experiment_run_with_set_param(project: Path):
     assert "download" not in stages_run(output)
     shown = run(project, "dvc", "exp", "show", "--no-pager", "--csv")
     assert "0.0003" in shown
-    against = subprocess.run([sys.executable, "-m", "stages.compare", "--against", "lr-small"], cwd=project,
-                             capture_output=True, text=True, timeout=300, env=dvc_env())
+    against = subprocess.run(
+        [sys.executable, "-m", "stages.compare", "--against", "lr-small"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dvc_env(),
+    )
     assert against.returncode == 0 and "UNet, dice_mean: here minus lr-small +0.0000" in against.stdout, against.stderr
 
 
 # The README's commands for "which model is better" and "compare my experiments", in a 120-column terminal
 README_TABLES = {
-    "which model is better": ["--drop", "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|p_value|"
-                              "Created", "--keep", "(unet|resnet34_unet)_dice_mean|ci95_"],
-    "compare my experiments": ["--drop", "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|ci95|"
-                               "p_value|Created", "--keep", "(unet|resnet34_unet)_dice_mean", "--sort-by",
-                               "unet_dice_mean"],
+    "which model is better": [
+        "--drop",
+        "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|p_value|Created",
+        "--keep",
+        "(unet|resnet34_unet)_dice_mean|ci95_",
+    ],
+    "compare my experiments": [
+        "--drop",
+        "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|ci95|p_value|Created",
+        "--keep",
+        "(unet|resnet34_unet)_dice_mean",
+        "--sort-by",
+        "unet_dice_mean",
+    ],
 }
 
 
@@ -175,8 +232,9 @@ def test_readme_tables_fit_a_120_column_terminal(project: Path, question: str):
     readme = (REPO / "README.md").read_text()
     command = ["dvc", "exp", "show", "--no-pager", "--only-changed", *README_TABLES[question]]
     assert " ".join(command[:5]) + " --drop '" + README_TABLES[question][1] in readme  # the README shows this command
-    done = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300,
-                          env={**dvc_env(), "COLUMNS": "120"})
+    done = subprocess.run(
+        command, cwd=project, capture_output=True, text=True, timeout=300, env={**dvc_env(), "COLUMNS": "120"}
+    )
     assert done.returncode == 0, done.stderr
     assert "…" not in done.stdout and max(len(line) for line in done.stdout.splitlines()) <= 120, done.stdout
     assert "unet_dice_mean" in done.stdout and "resnet34_unet_dice_mean" in done.stdout and "train.lr" in done.stdout

@@ -33,16 +33,31 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     root = tmp_path_factory.mktemp("plot")
     cache = write_cache(root / "cache", {"train": 32, "val": 8, "test": 8}, image_size=32)
-    runs = {"unet": train_params(epochs=3, lr=3e-3, device="cpu"),
-            "resnet34_unet": train_params(epochs=2, lr=1e-3, scheduler="cosine", device="cpu")}
+    runs = {
+        "unet": train_params(epochs=3, lr=3e-3, device="cpu"),
+        "resnet34_unet": train_params(epochs=2, lr=1e-3, scheduler="cosine", device="cpu"),
+    }
     for name, config in runs.items():
-        fit("unet", unet(base_channels=4, batch_size=8), config, cache, root / "models" / name,
-            live_dir=root / "dvclive" / name, progress=False)
+        fit(
+            "unet",
+            unet(base_channels=4, batch_size=8),
+            config,
+            cache,
+            root / "models" / name,
+            live_dir=root / "dvclive" / name,
+            progress=False,
+        )
     (root / "plots" / "evaluate").mkdir(parents=True)
     for name in runs:  # each table from a real evaluation (of the first run's checkpoint, with and without TTA)
-        evaluate_models(["unet"], evaluate_params(tta=name != "unet", n_worst=0), cache_dir=cache,
-                        models_dir=root / "models", metrics_dir=root / "metrics", plots_dir=root / "eval" / name,
-                        device="cpu")
+        evaluate_models(
+            ["unet"],
+            evaluate_params(tta=name != "unet", n_worst=0),
+            cache_dir=cache,
+            models_dir=root / "models",
+            metrics_dir=root / "metrics",
+            plots_dir=root / "eval" / name,
+            device="cpu",
+        )
         shutil.copy(root / "eval" / name / "unet.csv", root / "plots" / "evaluate" / f"{name}.csv")
         shutil.copy(root / "eval" / name / "unet_by_breed.csv", root / "plots" / "evaluate" / f"{name}_by_breed.csv")
     return root
@@ -73,8 +88,9 @@ def test_epochs_are_numbered_from_one(inputs: Path) -> None:
 def test_missing_or_broken_inputs_name_the_file_and_stage(inputs: Path, tmp_path: Path) -> None:
     shutil.copytree(inputs / "dvclive", tmp_path / "dvclive")
     shutil.copytree(inputs / "plots", tmp_path / "plots")
-    kwargs = dict(live_root=tmp_path / "dvclive", evaluate_dir=tmp_path / "plots" / "evaluate",
-                  out_dir=tmp_path / "out")
+    kwargs = dict(
+        live_root=tmp_path / "dvclive", evaluate_dir=tmp_path / "plots" / "evaluate", out_dir=tmp_path / "out"
+    )
     (tmp_path / "plots" / "evaluate" / "resnet34_unet.csv").unlink()
     with pytest.raises(DataError, match=r"resnet34_unet\.csv: file not found; the evaluate stage writes it"):
         plot_all(**kwargs)

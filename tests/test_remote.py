@@ -67,8 +67,14 @@ def digest(path: Path) -> str:
 def tool(*args: str, cwd: Path) -> str:
     """Run git or dvc (this interpreter's) in ``cwd``; fail with its output."""
     command = ["git", *args[1:]] if args[0] == "git" else [sys.executable, "-m", "dvc", *args[1:]]
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
@@ -82,8 +88,10 @@ def test_push_delete_pull_round_trip_through_a_local_folder_remote(tmp_path: Pat
     tool("dvc", "init", "-q", cwd=repo)
     (repo / "make_cache.py").write_text(MAKE_CACHE)
     (repo / "dvc.yaml").write_text(DVC_YAML)
-    write_params(repo / "params.yaml", {"train.epochs": 1, "train.device": "cpu", "models.unet.base_channels": 4,
-                                        "models.unet.batch_size": 8})
+    write_params(
+        repo / "params.yaml",
+        {"train.epochs": 1, "train.device": "cpu", "models.unet.base_channels": 4, "models.unet.batch_size": 8},
+    )
     tool("git", "add", ".", cwd=repo)
     tool("git", "commit", "-q", "-m", "pipeline", cwd=repo)  # DVCLive needs a commit to start from
     tool("dvc", "repro", "-q", cwd=repo)

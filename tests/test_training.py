@@ -29,8 +29,17 @@ AUGMENT = augmentation(hflip=0.5, vflip=0.2, brightness=0.2, contrast=0.2, satur
 
 
 def config(**overrides) -> TrainParams:
-    values = dict(epochs=3, lr=3e-3, weight_decay=1e-4, seed=7, loss="bce+dice", optimizer="adamw",
-                  scheduler="onecycle", augment=AUGMENT, device="cpu")
+    values = dict(
+        epochs=3,
+        lr=3e-3,
+        weight_decay=1e-4,
+        seed=7,
+        loss="bce+dice",
+        optimizer="adamw",
+        scheduler="onecycle",
+        augment=AUGMENT,
+        device="cpu",
+    )
     values.update(overrides)
     return train_params(**values)
 
@@ -85,11 +94,15 @@ def test_a_finished_run_is_not_repeated(cache: Path, tmp_path: Path):
 
 def test_raising_epochs_continues_a_schedule_free_run_exactly(cache: Path, tmp_path: Path):
     fit("unet", UNET, config(epochs=2, scheduler="plateau"), cache, tmp_path / "a", tmp_path / "live", progress=False)
-    extended = fit("unet", UNET, config(epochs=4, scheduler="plateau"), cache, tmp_path / "a", tmp_path / "live", progress=False)
+    extended = fit(
+        "unet", UNET, config(epochs=4, scheduler="plateau"), cache, tmp_path / "a", tmp_path / "live", progress=False
+    )
     straight = fit("unet", UNET, config(epochs=4, scheduler="plateau"), cache, tmp_path / "b", progress=False)
     assert extended.epochs_run == 2
     assert extended.history == straight.history
-    assert_same_weights(load_checkpoint(tmp_path / "a" / "last.pt").model, load_checkpoint(tmp_path / "b" / "last.pt").model)
+    assert_same_weights(
+        load_checkpoint(tmp_path / "a" / "last.pt").model, load_checkpoint(tmp_path / "b" / "last.pt").model
+    )
     rows = list(csv.DictReader((tmp_path / "live" / "plots" / "metrics" / "val" / "dice.tsv").open(), delimiter="\t"))
     assert len(rows) == 4  # logs appended, not restarted
 
@@ -102,15 +115,20 @@ def test_raising_epochs_under_onecycle_starts_over_and_says_why(cache: Path, tmp
     assert "starting over" in caplog.text and "onecycle" in caplog.text
 
 
-@pytest.mark.parametrize("change,expected", [
-    ({"lr": 1e-3}, "train.lr: 0.003 -> 0.001"),
-    ({"augment": {"hflip": 0.0}}, "train.augment.hflip"),
-    ({"loss": "dice"}, "train.loss"),
-])
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({"lr": 1e-3}, "train.lr: 0.003 -> 0.001"),
+        ({"augment": {"hflip": 0.0}}, "train.augment.hflip"),
+        ({"loss": "dice"}, "train.loss"),
+    ],
+)
 def test_any_other_param_change_starts_over(cache: Path, tmp_path: Path, caplog, change, expected):
     fit("unet", UNET, config(epochs=2), cache, tmp_path / "m", progress=False)
     with caplog.at_level(logging.INFO, logger="petseg"):
-        change = {key: dataclasses.replace(AUGMENT, **value) if key == "augment" else value for key, value in change.items()}
+        change = {
+            key: dataclasses.replace(AUGMENT, **value) if key == "augment" else value for key, value in change.items()
+        }
         result = fit("unet", UNET, config(epochs=2, **change), cache, tmp_path / "m", progress=False)
     assert result.epochs_run == 2
     assert "starting over" in caplog.text and expected in caplog.text
@@ -125,7 +143,9 @@ def test_changed_model_width_or_data_starts_over(tmp_path: Path, caplog):
     write_cache(tmp_path / "cache", {"train": 24, "val": 8}, image_size=32, seed=2)  # same shapes, other pixels
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="petseg"):
-        result = fit("unet", dataclasses.replace(UNET, base_channels=6), config(epochs=1), cache, tmp_path / "m", progress=False)
+        result = fit(
+            "unet", dataclasses.replace(UNET, base_channels=6), config(epochs=1), cache, tmp_path / "m", progress=False
+        )
     assert result.epochs_run == 1 and "data_fingerprint" in caplog.text
 
 
@@ -137,17 +157,36 @@ def test_corrupt_last_checkpoint_is_a_clear_error(cache: Path, tmp_path: Path):
         fit("unet", UNET, config(epochs=2), cache, tmp_path / "m", progress=False)
 
 
-@pytest.mark.parametrize("optimizer,scheduler,loss", [
-    ("adam", "none", "bce"), ("adamw", "cosine", "dice"), ("adam", "plateau", "bce+dice"),
-])
+@pytest.mark.parametrize(
+    "optimizer,scheduler,loss",
+    [
+        ("adam", "none", "bce"),
+        ("adamw", "cosine", "dice"),
+        ("adam", "plateau", "bce+dice"),
+    ],
+)
 def test_every_optimizer_scheduler_and_loss_trains(cache: Path, tmp_path: Path, optimizer, scheduler, loss):
-    result = fit("unet", UNET, config(epochs=2, optimizer=optimizer, scheduler=scheduler, loss=loss), cache, tmp_path, progress=False)
+    result = fit(
+        "unet",
+        UNET,
+        config(epochs=2, optimizer=optimizer, scheduler=scheduler, loss=loss),
+        cache,
+        tmp_path,
+        progress=False,
+    )
     assert len(result.history) == 2 and all(np.isfinite(r["train/loss"]) for r in result.history)
 
 
 def test_resnet34_unet_trains(tmp_path: Path):
     cache = write_cache(tmp_path / "cache", {"train": 8, "val": 4}, image_size=32)
-    result = fit("resnet34_unet", resnet(encoder_weights=None, batch_size=4), config(epochs=1), cache, tmp_path / "m", progress=False)
+    result = fit(
+        "resnet34_unet",
+        resnet(encoder_weights=None, batch_size=4),
+        config(epochs=1),
+        cache,
+        tmp_path / "m",
+        progress=False,
+    )
     assert load_checkpoint(tmp_path / "m" / "best.pt").model_name == "resnet34_unet"
     assert 0.0 <= result.best_dice <= 1.0
 
@@ -164,20 +203,44 @@ def test_epoch_batches_cover_the_shuffle_and_split_it_across_ranks():
 
 
 def _train_command(params: Path, cache: Path, out: Path, live: Path) -> list[str]:
-    return [sys.executable, "stages/train.py", "unet", "--params", str(params), "--cache", str(cache),
-            "--out", str(out), "--live", str(live), "--no-progress"]
+    return [
+        sys.executable,
+        "stages/train.py",
+        "unet",
+        "--params",
+        str(params),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--live",
+        str(live),
+        "--no-progress",
+    ]
 
 
 def test_training_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path):
     cache = write_cache(tmp_path / "cache", {"train": 96, "val": 16}, image_size=32)
-    params = write_params(tmp_path / "params.yaml", {
-        "train.epochs": 5, "train.device": "cpu", "models.unet.base_channels": 8, "models.unet.batch_size": 8,
-    })
-    subprocess.run(_train_command(params, cache, tmp_path / "a", tmp_path / "live_a"), cwd=REPO, check=True,
-                   capture_output=True)
+    params = write_params(
+        tmp_path / "params.yaml",
+        {
+            "train.epochs": 5,
+            "train.device": "cpu",
+            "models.unet.base_channels": 8,
+            "models.unet.batch_size": 8,
+        },
+    )
+    subprocess.run(
+        _train_command(params, cache, tmp_path / "a", tmp_path / "live_a"), cwd=REPO, check=True, capture_output=True
+    )
 
-    killed = subprocess.Popen(_train_command(params, cache, tmp_path / "b", tmp_path / "live_b"), cwd=REPO,
-                              stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    killed = subprocess.Popen(
+        _train_command(params, cache, tmp_path / "b", tmp_path / "live_b"),
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     for line in killed.stderr:
         if "epoch 2/5" in line:
             killed.send_signal(signal.SIGKILL)  # during epoch 3, or while writing its checkpoint
@@ -186,13 +249,20 @@ def test_training_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp
     assert killed.returncode == -signal.SIGKILL
     assert load_checkpoint(tmp_path / "b" / "last.pt").epoch in (2, 3)
 
-    resumed = subprocess.run(_train_command(params, cache, tmp_path / "b", tmp_path / "live_b"), cwd=REPO,
-                             check=True, capture_output=True, text=True)
+    resumed = subprocess.run(
+        _train_command(params, cache, tmp_path / "b", tmp_path / "live_b"),
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert "resuming from" in resumed.stderr
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert_same_weights(a.model, b.model)
     assert a.history == b.history and a.best_epoch == b.best_epoch
-    assert_same_weights(load_checkpoint(tmp_path / "a" / "best.pt").model, load_checkpoint(tmp_path / "b" / "best.pt").model)
+    assert_same_weights(
+        load_checkpoint(tmp_path / "a" / "best.pt").model, load_checkpoint(tmp_path / "b" / "best.pt").model
+    )
     for metric in ("train/dice.tsv", "val/loss.tsv"):
         log_a = (tmp_path / "live_a" / "plots" / "metrics" / metric).read_text()
         assert log_a == (tmp_path / "live_b" / "plots" / "metrics" / metric).read_text()

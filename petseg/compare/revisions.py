@@ -41,7 +41,9 @@ def resolve(rev: str, repo: str | Path = ".") -> str:
     if done.returncode == 0:
         return done.stdout.strip()
     candidates = experiment_refs(repo).get(rev, [])
-    if len(candidates) > 1:  # several runs under one name: the one based on the current commit (refs/exps/ab/cdef.../name)
+    if (
+        len(candidates) > 1
+    ):  # several runs under one name: the one based on the current commit (refs/exps/ab/cdef.../name)
         head = _git(repo, "rev-parse", "HEAD").stdout.strip()
         candidates = [c for c in candidates if c[0].split("/")[2] + c[0].split("/")[3] == head] or candidates[-1:]
     if candidates:

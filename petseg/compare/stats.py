@@ -40,7 +40,9 @@ def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray
     return np.mean(a - b, axis=axis)
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED) -> PairedDifference:
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED
+) -> PairedDifference:
     """Compare per-image scores ``a`` and ``b`` of the same images (same order)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
@@ -50,8 +52,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, *, resamples: int = RESAMPLE
     if np.all(differences == differences[0]):  # no spread: the bootstrap is degenerate, the interval a point
         low = high = diff
     else:
-        result = stats.bootstrap((a, b), _mean_difference, paired=True, vectorized=True, n_resamples=resamples,
-                                 confidence_level=CONFIDENCE, method="percentile", random_state=np.random.default_rng(seed))
+        result = stats.bootstrap(
+            (a, b),
+            _mean_difference,
+            paired=True,
+            vectorized=True,
+            n_resamples=resamples,
+            confidence_level=CONFIDENCE,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
         low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
     if np.all(differences == 0):
         p_value = 1.0

@@ -20,8 +20,9 @@ _GRAY = (0.299, 0.587, 0.114)
 
 def is_active(config: AugmentParams) -> bool:
     """Whether ``config`` changes anything at all."""
-    return any((config.hflip, config.vflip, config.rotate, config.scale, config.brightness, config.contrast,
-                config.saturation))
+    return any(
+        (config.hflip, config.vflip, config.rotate, config.scale, config.brightness, config.contrast, config.saturation)
+    )
 
 
 def _grayscale(images: torch.Tensor) -> torch.Tensor:
@@ -38,8 +39,9 @@ def _flip(x: torch.Tensor, chosen: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.where(chosen.view(-1, 1, 1, 1), x.flip(dim), x)
 
 
-def _rotate_and_scale(images: torch.Tensor, masks: torch.Tensor, config: AugmentParams,
-                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _rotate_and_scale(
+    images: torch.Tensor, masks: torch.Tensor, config: AugmentParams, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate each image by an angle in [-rotate, rotate] degrees and zoom it by a factor in [1-scale, 1+scale].
 
     One affine map per image, about its centre, applied to image (bilinear) and mask (nearest) alike;

@@ -83,14 +83,18 @@ def load_split(cache_dir: str | Path, split: str, *, mmap: bool = True) -> Split
                 "the cache is inconsistent, re-run preprocess"
             )
     if len(names) != n:
-        raise DataError(f"{names_path}: {len(names)} names for {n} images; the cache is inconsistent, re-run preprocess")
+        raise DataError(
+            f"{names_path}: {len(names)} names for {n} images; the cache is inconsistent, re-run preprocess"
+        )
     return Split(directory, images, masks, trimaps, names, _read_labels(directory / LABELS_FILE, names))
 
 
 def labels_text(entries: list[ListEntry]) -> str:
     """The content of ``labels.csv`` for these entries (in cache order)."""
     rows = [",".join(LABEL_COLUMNS)]
-    rows += [",".join("" if v is None else str(v) for v in (e.name, e.class_id, e.species, e.breed_id)) for e in entries]
+    rows += [
+        ",".join("" if v is None else str(v) for v in (e.name, e.class_id, e.species, e.breed_id)) for e in entries
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -99,11 +103,13 @@ def _read_labels(path: Path, names: list[str]) -> list[ListEntry] | None:
         return None
     rows = read_table(path, ",", "preprocess", "the labels table")
     try:
-        entries = [ListEntry(row["name"], *(int(row[key]) if row[key] else None for key in LABEL_COLUMNS[1:]))
-                   for row in rows]
+        entries = [
+            ListEntry(row["name"], *(int(row[key]) if row[key] else None for key in LABEL_COLUMNS[1:])) for row in rows
+        ]
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a labels table with columns {','.join(LABEL_COLUMNS)} ({exc!r}); "
-                        "re-run preprocess") from None
+        raise DataError(
+            f"{path}: not a labels table with columns {','.join(LABEL_COLUMNS)} ({exc!r}); re-run preprocess"
+        ) from None
     if [entry.name for entry in entries] != names:
         raise DataError(f"{path}: its names differ from names.txt; the cache is inconsistent, re-run preprocess")
     return entries

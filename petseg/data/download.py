@@ -33,7 +33,6 @@ from petseg.params import DataParams
 log = logging.getLogger(__name__)
 
 
-
 def archive_name(url: str) -> str:
     """The file name an archive is kept under: the last part of the URL's path."""
     name = posixpath.basename(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
@@ -124,12 +123,20 @@ def download_oxford_pet(
     return extract_raw(archives, raw_dir)
 
 
-def prepare_raw(data: DataParams, raw_dir: str | Path, downloads_dir: str | Path, *, workers: int = 0,
-                progress: bool = True) -> Path:
+def prepare_raw(
+    data: DataParams, raw_dir: str | Path, downloads_dir: str | Path, *, workers: int = 0, progress: bool = True
+) -> Path:
     """Build ``raw_dir`` from ``data.source`` (synthetic or the official archives); the download stage's one call."""
     if data.source == "synthetic":
-        return synthetic.generate(raw_dir, data.synthetic.n_trainval, data.synthetic.n_test, data.seed,
-                                  workers=workers, progress=progress)
-    return download_oxford_pet(raw_dir, downloads_dir, images_urls=list(data.images_url), images_md5=data.images_md5,
-                               annotations_urls=list(data.annotations_url), annotations_md5=data.annotations_md5,
-                               progress=progress)
+        return synthetic.generate(
+            raw_dir, data.synthetic.n_trainval, data.synthetic.n_test, data.seed, workers=workers, progress=progress
+        )
+    return download_oxford_pet(
+        raw_dir,
+        downloads_dir,
+        images_urls=list(data.images_url),
+        images_md5=data.images_md5,
+        annotations_urls=list(data.annotations_url),
+        annotations_md5=data.annotations_md5,
+        progress=progress,
+    )

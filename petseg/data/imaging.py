@@ -68,7 +68,9 @@ class Photo:
     rgb: Image.Image
     stored_size: tuple[int, int]  # (width, height) as stored in the file, before any EXIF rotation
     transpose: Image.Transpose | None = None  # the EXIF rotation applied (upright reads only)
-    notes: list[str] = field(default_factory=list)  # conversions, e.g. "RGBA image with transparency composited on white"
+    notes: list[str] = field(
+        default_factory=list
+    )  # conversions, e.g. "RGBA image with transparency composited on white"
     format: str | None = None  # as Pillow identified the file: JPEG, PNG, ...
 
 
@@ -81,7 +83,9 @@ def check_file(path: Path) -> None:
             if exc.errno == errno.ELOOP:
                 raise UnusableFile("not a file", "a symbolic link loop") from None
             if exc.errno == errno.ENOENT:
-                raise UnusableFile("not a file", f"a broken symbolic link (its target {os.readlink(path)} does not exist)") from None
+                raise UnusableFile(
+                    "not a file", f"a broken symbolic link (its target {os.readlink(path)} does not exist)"
+                ) from None
         if exc.errno == errno.ENOENT:
             raise UnusableFile("missing", path.name) from None
         raise UnusableFile("unreadable", exc.strerror or str(exc)) from None
@@ -123,7 +127,9 @@ def to_rgb(image: Image.Image, notes: list[str] | None = None) -> Image.Image:
         else:
             notes.append(f"{mode} image converted to 8-bit RGB")
         return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L").convert("RGB")
-    what = {"P": "palette image (mode P)", "L": "grayscale image (mode L)", "1": "1-bit image"}.get(mode, f"{mode} image")
+    what = {"P": "palette image (mode P)", "L": "grayscale image (mode L)", "1": "1-bit image"}.get(
+        mode, f"{mode} image"
+    )
     notes.append(f"{what} converted to RGB")
     return image.convert("RGB")
 
@@ -182,8 +188,11 @@ def read_trimap(path: str | Path, photo_size: tuple[int, int], transpose: Image.
                 if trimap.mode not in ("L", "P"):
                     raise UnusableFile("wrong mode", f"mode {trimap.mode}, expected 8-bit L or P")
                 if trimap.size != photo_size:
-                    raise UnusableFile("size mismatch", f"image {photo_size[0]}x{photo_size[1]}, trimap "
-                                                        f"{trimap.size[0]}x{trimap.size[1]} (width x height)")
+                    raise UnusableFile(
+                        "size mismatch",
+                        f"image {photo_size[0]}x{photo_size[1]}, trimap "
+                        f"{trimap.size[0]}x{trimap.size[1]} (width x height)",
+                    )
                 trimap.load()
                 values = np.array(trimap.transpose(transpose) if transpose is not None else trimap, dtype=np.uint8)
         except UnusableFile:

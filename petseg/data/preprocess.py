@@ -179,8 +179,9 @@ def _count_unlisted(directory: Path, listed: set[str], suffix: str) -> int:
         return 0
 
 
-def _planned_names(raw_dir: Path, split: str, val_every: int, fractions: Sequence[float],
-                   seed: int) -> tuple[dict[str, list[str]], dict[str, ListEntry]]:
+def _planned_names(
+    raw_dir: Path, split: str, val_every: int, fractions: Sequence[float], seed: int
+) -> tuple[dict[str, list[str]], dict[str, ListEntry]]:
     """The names of each split, and every listed entry by name; a malformed or overlapping list is a DataError."""
     check_layout(raw_dir)
     entries = {entry.name: entry for entry in read_list(raw_dir / TRAINVAL_LIST)}
@@ -222,12 +223,24 @@ def preprocess(
     names, listed = _planned_names(raw_dir, split, val_every, split_fractions, seed)
     unlabelled = sorted(name for name, entry in listed.items() if entry.species is None or entry.breed is None)
     if unlabelled:
-        log.info("note: %d listed name(s) have no species or breed (e.g. %s): their per-species and per-breed "
-                 "scores are left out", len(unlabelled), unlabelled[0])
+        log.info(
+            "note: %d listed name(s) have no species or breed (e.g. %s): their per-species and per-breed "
+            "scores are left out",
+            len(unlabelled),
+            unlabelled[0],
+        )
     planned = [(name, row, item) for name in SPLITS for row, item in enumerate(names[name])]
     tasks = [
-        _Task(index, name, row, item, str(image_path(raw_dir, item)), str(trimap_path(raw_dir, item)), image_size,
-              jpeg_draft)
+        _Task(
+            index,
+            name,
+            row,
+            item,
+            str(image_path(raw_dir, item)),
+            str(trimap_path(raw_dir, item)),
+            image_size,
+            jpeg_draft,
+        )
         for index, (name, row, item) in enumerate(planned)
     ]
     workers = workers or usable_cpus()
@@ -258,8 +271,9 @@ def preprocess(
         # innermost: a failed write while filling the arrays (disk full) names the cache, not one array
         stack.enter_context(_cache_writes(cache_dir))
 
-        bar = stack.enter_context(tqdm(total=len(tasks), desc="preprocess", unit="img", disable=not progress,
-                                       leave=False))
+        bar = stack.enter_context(
+            tqdm(total=len(tasks), desc="preprocess", unit="img", disable=not progress, leave=False)
+        )
         for result in _results(tasks, targets, workers, chunk):
             task = tasks[result.index]
             if result.skip is not None:
@@ -282,8 +296,11 @@ def preprocess(
             names_temp[name].write_text("".join(item + "\n" for item in kept_names), encoding="utf-8")
             labels_temp[name].write_text(labels_text([listed[item] for item in kept_names]), encoding="utf-8")
 
-        options = {"val_every": val_every} if split == "official" else {"split_fractions": list(split_fractions),
-                                                                         "seed": seed}
+        options = (
+            {"val_every": val_every}
+            if split == "official"
+            else {"split_fractions": list(split_fractions), "seed": seed}
+        )
         report = {
             "source": str(raw_dir),
             "image_size": image_size,

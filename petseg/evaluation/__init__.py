@@ -8,8 +8,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_EXPORTS = {"evaluate_models": "run", "ModelEvaluation": "scoring", "evaluate_checkpoint": "scoring",
-            "summarize": "scoring"}
+_EXPORTS = {
+    "evaluate_models": "run",
+    "ModelEvaluation": "scoring",
+    "evaluate_checkpoint": "scoring",
+    "summarize": "scoring",
+}
 __all__ = sorted(_EXPORTS)
 
 

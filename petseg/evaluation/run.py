@@ -57,8 +57,12 @@ def _note_unlabelled(split: Split) -> None:
     labels = split.labels or []
     missing = len(split) - sum(1 for entry in labels if entry.species is not None and entry.breed is not None)
     if missing:
-        log.info("note: %d of %d test images have no species or breed in the split lists (or the cache predates "
-                 "them): per-species and per-breed figures leave them out", missing, len(split))
+        log.info(
+            "note: %d of %d test images have no species or breed in the split lists (or the cache predates "
+            "them): per-species and per-breed figures leave them out",
+            missing,
+            len(split),
+        )
 
 
 def evaluate_models(
@@ -76,9 +80,12 @@ def evaluate_models(
     checkpoints = {name: paths.best_checkpoint(name, models_dir) for name in model_names}
     split = load_split(cache_dir, "test")
     _note_unlabelled(split)
-    evaluations = {name: evaluate_checkpoint(path, split, config, torch_device, expected_model=name,
-                                             epoch_seconds=training_seconds(path))
-                   for name, path in checkpoints.items()}
+    evaluations = {
+        name: evaluate_checkpoint(
+            path, split, config, torch_device, expected_model=name, epoch_seconds=training_seconds(path)
+        )
+        for name, path in checkpoints.items()
+    }
     for directory in (Path(plots_dir), Path(metrics_dir)):
         remove_stale_temps(directory)  # left by a run that was killed mid-write
     summaries: dict[str, dict[str, Any]] = {}
@@ -88,9 +95,18 @@ def evaluate_models(
         write_gallery(paths.gallery(name, plots_dir), evaluation, split, config.n_worst)
         summaries[name] = s = {key: evaluation.summary[key] for key in METRIC_KEYS}
         write_json(paths.metrics_file(name, metrics_dir), s)
-        log.info("%s: Dice mean %.4f (median %.4f, ignoring the border %.4f), Boundary IoU %.4f, IoU %.4f, "
-                 "pooled Dice %.4f on %d test images (checkpoint epoch %d%s)",
-                 label(name), s["dice_mean"], s["dice_median"], s["dice_mean_ignore_border"], s["boundary_iou_mean"],
-                 s["iou_mean"], s["dice_pooled"], s["n_images"], s["checkpoint_epoch"],
-                 ", flip TTA" if config.tta else "")
+        log.info(
+            "%s: Dice mean %.4f (median %.4f, ignoring the border %.4f), Boundary IoU %.4f, IoU %.4f, "
+            "pooled Dice %.4f on %d test images (checkpoint epoch %d%s)",
+            label(name),
+            s["dice_mean"],
+            s["dice_median"],
+            s["dice_mean_ignore_border"],
+            s["boundary_iou_mean"],
+            s["iou_mean"],
+            s["dice_pooled"],
+            s["n_images"],
+            s["checkpoint_epoch"],
+            ", flip TTA" if config.tta else "",
+        )
     return summaries

@@ -100,9 +100,16 @@ def by_breed(table: PerImage) -> list[dict[str, Any]]:
             groups.setdefault(breed, []).append(index)
     order = {name: position for position, name in enumerate(BREEDS)}
     dice = table.scores["dice"]
-    return [{"breed": breed, "species": table.species[indices[0]] or "", "n": len(indices),
-             "dice_mean": float(np.mean(dice[indices])), "dice_median": float(np.median(dice[indices]))}
-            for breed, indices in sorted(groups.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))]
+    return [
+        {
+            "breed": breed,
+            "species": table.species[indices[0]] or "",
+            "n": len(indices),
+            "dice_mean": float(np.mean(dice[indices])),
+            "dice_median": float(np.median(dice[indices])),
+        }
+        for breed, indices in sorted(groups.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+    ]
 
 
 def forward_gflops(model: torch.nn.Module, image_size: int) -> float:
@@ -153,22 +160,27 @@ def evaluate_checkpoint(
     labels = split.labels or [None] * len(split)
     table = PerImage(
         list(split.names),
-        {"dice": dice_from_counts(counts_tensor).numpy(), "iou": iou_from_counts(counts_tensor).numpy(),
-         "dice_ignore_border": torch.cat(scores["ignore_border"]).numpy(),
-         "boundary_iou": torch.cat(scores["boundary"]).numpy()},
+        {
+            "dice": dice_from_counts(counts_tensor).numpy(),
+            "iou": iou_from_counts(counts_tensor).numpy(),
+            "dice_ignore_border": torch.cat(scores["ignore_border"]).numpy(),
+            "boundary_iou": torch.cat(scores["boundary"]).numpy(),
+        },
         [label.breed if label is not None else None for label in labels],
         [label.species_name if label is not None else None for label in labels],
     )
     summary = summarize(counts_tensor.numpy(), table)
-    summary.update({
-        "threshold": float(config.threshold),
-        "tta": bool(config.tta),
-        "checkpoint_epoch": checkpoint.epoch,
-        "checkpoint_val_dice": checkpoint.val_dice,
-        "parameters": count_parameters(predictor.model),
-        "gflops": float(f"{forward_gflops(predictor.model, split.image_size):.4g}"),
-        "eval_images_per_s": round(len(split) / seconds, 1),
-        "train_seconds_per_epoch": round(statistics.median(epoch_seconds), 2) if epoch_seconds else None,
-    })
+    summary.update(
+        {
+            "threshold": float(config.threshold),
+            "tta": bool(config.tta),
+            "checkpoint_epoch": checkpoint.epoch,
+            "checkpoint_val_dice": checkpoint.val_dice,
+            "parameters": count_parameters(predictor.model),
+            "gflops": float(f"{forward_gflops(predictor.model, split.image_size):.4g}"),
+            "eval_images_per_s": round(len(split) / seconds, 1),
+            "train_seconds_per_epoch": round(statistics.median(epoch_seconds), 2) if epoch_seconds else None,
+        }
+    )
     size = split.image_size
     return ModelEvaluation(name, table, counts_tensor.numpy(), summary, np.concatenate(packed), (size, size))

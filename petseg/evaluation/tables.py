@@ -50,8 +50,10 @@ def _text(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
 
 def write_per_image_csv(path: str | Path, table: PerImage) -> None:
     """Write the per-image table atomically."""
-    rows = [[name, breed or "", species or "", *(repr(float(table.scores[key][i])) for key in SCORES)]
-            for i, (name, breed, species) in enumerate(zip(table.names, table.breeds, table.species))]
+    rows = [
+        [name, breed or "", species or "", *(repr(float(table.scores[key][i])) for key in SCORES)]
+        for i, (name, breed, species) in enumerate(zip(table.names, table.breeds, table.species))
+    ]
     write_text(path, _text(rows, COLUMNS))
 
 
@@ -86,17 +88,33 @@ def per_image_from_rows(rows: list[dict[str, str]], path: str, stage: str) -> Pe
 
 def write_breed_csv(path: str | Path, rows: Sequence[dict[str, object]]) -> None:
     """Write the per-breed table (rows with the BREED_COLUMNS keys) atomically."""
-    write_text(path, _text([[row[key] if not isinstance(row[key], float) else repr(row[key]) for key in BREED_COLUMNS]
-                            for row in rows], BREED_COLUMNS))
+    write_text(
+        path,
+        _text(
+            [
+                [row[key] if not isinstance(row[key], float) else repr(row[key]) for key in BREED_COLUMNS]
+                for row in rows
+            ],
+            BREED_COLUMNS,
+        ),
+    )
 
 
 def read_breed_csv(path: str | Path) -> list[dict[str, object]]:
     """Read a per-breed table (numbers as numbers)."""
     path = Path(path)
     try:
-        return [{"breed": row["breed"], "species": row["species"], "n": int(row["n"]),
-                 "dice_mean": float(row["dice_mean"]), "dice_median": float(row["dice_median"])}
-                for row in read_table(path, ",", "evaluate", "the per-breed table")]
+        return [
+            {
+                "breed": row["breed"],
+                "species": row["species"],
+                "n": int(row["n"]),
+                "dice_mean": float(row["dice_mean"]),
+                "dice_median": float(row["dice_median"]),
+            }
+            for row in read_table(path, ",", "evaluate", "the per-breed table")
+        ]
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a per-breed table with columns {','.join(BREED_COLUMNS)} ({exc!r}); "
-                        "re-run evaluate") from None
+        raise DataError(
+            f"{path}: not a per-breed table with columns {','.join(BREED_COLUMNS)} ({exc!r}); re-run evaluate"
+        ) from None

@@ -41,8 +41,9 @@ def resolve_checkpoint(model: str | Path, models_dir: str | Path = paths.MODELS_
         return paths.best_checkpoint(text, models_dir)
     path = Path(text)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found (give a checkpoint file or a model name: "
-                              f"{', '.join(MODEL_NAMES)})")
+        raise CheckpointError(
+            f"{path}: checkpoint not found (give a checkpoint file or a model name: {', '.join(MODEL_NAMES)})"
+        )
     return path
 
 

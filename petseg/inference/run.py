@@ -115,8 +115,9 @@ def _ground_truth(trimaps_dir: Path | None, item: _Item) -> np.ndarray | None:
         return None
 
 
-def _finish(item: _Item, probability: torch.Tensor, output_dir: Path, threshold: float,
-            trimaps_dir: Path | None) -> Path:
+def _finish(
+    item: _Item, probability: torch.Tensor, output_dir: Path, threshold: float, trimaps_dir: Path | None
+) -> Path:
     """Map one probability map to the original size, threshold it, write the mask and the panel."""
     width, height = item.photo.rgb.size
     full = F.interpolate(probability[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
@@ -167,8 +168,10 @@ def infer_images(
     def flush() -> None:
         if pending:
             probabilities = predictor.probabilities(np.stack([item.pixels for item in pending]))[:, 0]
-            result.written.extend(_finish(item, probability, output_dir, threshold, trimaps)
-                                  for item, probability in zip(pending, probabilities))
+            result.written.extend(
+                _finish(item, probability, output_dir, threshold, trimaps)
+                for item, probability in zip(pending, probabilities)
+            )
             pending.clear()
 
     bar = tqdm(inputs, desc="infer", unit="image", disable=not progress, leave=False, dynamic_ncols=True)
@@ -221,11 +224,22 @@ def infer_folder(
         trimaps = trimaps_dir if trimaps_dir is not None else default_trimaps_dir(input_dir)
     if trimaps is not None and not Path(trimaps).is_dir():
         raise DataError(f"{trimaps}: trimaps folder not found")
-    output_dir = Path(output_dir if output_dir is not None
-                      else paths.predictions_dir(load_checkpoint(checkpoint).model_name))
+    output_dir = Path(
+        output_dir if output_dir is not None else paths.predictions_dir(load_checkpoint(checkpoint).model_name)
+    )
     if input_dir is not None and output_dir.resolve() == Path(input_dir).resolve():
         raise DataError(f"{output_dir}: the output folder must differ from the input folder")
-    result = infer_images(checkpoint, inputs, output_dir, threshold=threshold, tta=tta, jpeg_draft=jpeg_draft,
-                          trimaps_dir=trimaps, device=device, progress=progress, source=source)
+    result = infer_images(
+        checkpoint,
+        inputs,
+        output_dir,
+        threshold=threshold,
+        tta=tta,
+        jpeg_draft=jpeg_draft,
+        trimaps_dir=trimaps,
+        device=device,
+        progress=progress,
+        source=source,
+    )
     log.info("infer: %s", result.summary())
     return result

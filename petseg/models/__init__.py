@@ -19,11 +19,26 @@ from petseg.models.registry import (
     model_info,
 )
 
-__all__ = ["MODELS", "MODEL_NAMES", "TRAINING_KEYS", "ModelInfo", "ResNet34UNet", "SegmentationModel", "UNet",
-           "architecture", "build_model", "count_parameters", "label", "model_info"]
+__all__ = [
+    "MODELS",
+    "MODEL_NAMES",
+    "TRAINING_KEYS",
+    "ModelInfo",
+    "ResNet34UNet",
+    "SegmentationModel",
+    "UNet",
+    "architecture",
+    "build_model",
+    "count_parameters",
+    "label",
+    "model_info",
+]
 
-_LAZY = {"UNet": "petseg.models.unet", "ResNet34UNet": "petseg.models.resnet34_unet",
-         "SegmentationModel": "petseg.models.parts"}
+_LAZY = {
+    "UNet": "petseg.models.unet",
+    "ResNet34UNet": "petseg.models.resnet34_unet",
+    "SegmentationModel": "petseg.models.parts",
+}
 
 
 def __getattr__(name: str) -> Any:

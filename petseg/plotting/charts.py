@@ -52,8 +52,15 @@ def plot_train_val(
         values.extend([*train.values, *val.values])
         if metric == "dice" and len(val.values):
             best = int(np.argmax(val.values))
-            axis.plot(val.epochs[best], val.values[best], marker="*", markersize=13, color=colour, linestyle="none",
-                      label=f"{label} best validation {val.values[best]:.3f} (epoch {val.epochs[best]})")
+            axis.plot(
+                val.epochs[best],
+                val.values[best],
+                marker="*",
+                markersize=13,
+                color=colour,
+                linestyle="none",
+                label=f"{label} best validation {val.values[best]:.3f} (epoch {val.epochs[best]})",
+            )
     _epoch_axis(axis)
     if unit_range:
         axis.set_ylim(0.0, 1.0)
@@ -75,8 +82,13 @@ def plot_lr(path: str | Path, logs: dict[str, dict[str, Series]]) -> None:
     for model, series in logs.items():
         lr = series["lr"]
         values.extend(lr.values)
-        axis.plot(lr.epochs, lr.values, color=MODEL_COLOURS.get(model), label=model_label(model),
-                  **MODEL_STYLES.get(model, {}))
+        axis.plot(
+            lr.epochs,
+            lr.values,
+            color=MODEL_COLOURS.get(model),
+            label=model_label(model),
+            **MODEL_STYLES.get(model, {}),
+        )
     if values and min(values) > 0:
         axis.set_yscale("log")
     _epoch_axis(axis)
@@ -95,8 +107,14 @@ def plot_dice_histogram(path: str | Path, scores: dict[str, np.ndarray]) -> None
     for model, dice in scores.items():
         colour, label = MODEL_COLOURS.get(model), model_label(model)
         axis.hist(dice, bins=bins, color=colour, alpha=0.35)
-        axis.hist(dice, bins=bins, color=colour, histtype="step", linewidth=1.5,
-                  label=f"{label}: mean {np.mean(dice):.3f}, median {np.median(dice):.3f} ({len(dice)} images)")
+        axis.hist(
+            dice,
+            bins=bins,
+            color=colour,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{label}: mean {np.mean(dice):.3f}, median {np.median(dice):.3f} ({len(dice)} images)",
+        )
         axis.axvline(float(np.mean(dice)), color=colour, linestyle="--", linewidth=1)
     axis.set_xlim(0.0, 1.0)
     axis.set_xlabel("per-image Dice (dashed: mean)")
@@ -121,8 +139,13 @@ def plot_dice_by_breed(path: str | Path, rows: dict[str, list[dict[str, object]]
     for k, (model, model_rows) in enumerate(rows.items()):
         found = {str(row["breed"]): row for row in model_rows}
         values = [float(found[b]["dice_mean"]) if b in found else np.nan for b in breeds]
-        axis.barh(positions + (k - (len(rows) - 1) / 2) * bar, values, height=bar, color=MODEL_COLOURS.get(model),
-                  label=model_label(model))
+        axis.barh(
+            positions + (k - (len(rows) - 1) / 2) * bar,
+            values,
+            height=bar,
+            color=MODEL_COLOURS.get(model),
+            label=model_label(model),
+        )
     counts = {str(row["breed"]): (row["n"], row["species"]) for model_rows in rows.values() for row in model_rows}
     axis.set_yticks(positions, [f"{b} ({counts[b][1]}, n={counts[b][0]})" for b in breeds], fontsize=7)
     if not breeds:

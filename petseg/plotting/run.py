@@ -40,8 +40,14 @@ def plot_all(
     out_dir = Path(out_dir)
     remove_stale_temps(out_dir)  # left by a run that was killed mid-write
     outputs = [out_dir / name for name in OUTPUTS]
-    plot_train_val(outputs[0], logs, "dice", "Dice (per image, mean)",
-                   "Dice per epoch: train (dashed) and validation (solid)", unit_range=True)
+    plot_train_val(
+        outputs[0],
+        logs,
+        "dice",
+        "Dice (per image, mean)",
+        "Dice per epoch: train (dashed) and validation (solid)",
+        unit_range=True,
+    )
     plot_train_val(outputs[1], logs, "loss", "loss", "Loss per epoch: train (dashed) and validation (solid)")
     plot_lr(outputs[2], logs)
     plot_dice_histogram(outputs[3], scores)

@@ -59,7 +59,9 @@ class SplitTensors:
         return images, masks.unsqueeze(1).float()
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, context: DistContext = DistContext()) -> list[np.ndarray]:
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, context: DistContext = DistContext()
+) -> list[np.ndarray]:
     """This rank's share of each global batch of one epoch: a seeded shuffle, incomplete last batch dropped.
 
     With fewer images than one batch, the whole (shuffled) split is one batch.

@@ -24,8 +24,9 @@ log = logging.getLogger(__name__)
 EPOCH_METRICS = ("train/loss", "train/dice", "val/loss", "val/dice", "lr")
 
 
-def epoch_record(epoch: int, train_loss: float, train_dice: float, val_loss: float, val_dice: float,
-                 lr: float) -> dict[str, float]:
+def epoch_record(
+    epoch: int, train_loss: float, train_dice: float, val_loss: float, val_dice: float, lr: float
+) -> dict[str, float]:
     """One epoch's entry of the history (and of the log): epoch numbered from 1."""
     return dict(zip(("epoch", *EPOCH_METRICS), (epoch, train_loss, train_dice, val_loss, val_dice, lr)))
 
@@ -104,7 +105,9 @@ def read_metric(path: str | Path, stage: str) -> Series:
         steps = np.array([int(row["step"]) for row in rows], dtype=np.int64)
         values = np.array([float(row[column]) for row in rows], dtype=np.float64)
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: not a DVCLive metric log with columns step and {column} ({exc!r}); re-run {stage}") from None
+        raise DataError(
+            f"{path}: not a DVCLive metric log with columns step and {column} ({exc!r}); re-run {stage}"
+        ) from None
     if len(rows) == 0:
         raise DataError(f"{path}: no epochs logged; re-run {stage}")
     if np.any(np.diff(steps) <= 0):

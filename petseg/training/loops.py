@@ -71,9 +71,15 @@ class EpochSums:
         )
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, images: torch.Tensor,
-                  masks: torch.Tensor, precision: Precision | None = None,
-                  scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    precision: Precision | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward (in the run's precision), loss in fp32, backward and optimizer step; returns (loss, logits)."""
     with precision.autocast() if precision is not None else contextlib.nullcontext():
         logits = model(images)

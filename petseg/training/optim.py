@@ -17,7 +17,9 @@ ONECYCLE_PCT_START = 0.1  # as in the reference report
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 
 
-def make_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, model: nn.Module, lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
     """Adam or AdamW; the fused implementation where this torch has it for the device."""
     fused = device.type in ("cuda", "cpu")
     try:

@@ -87,8 +87,17 @@ def fit(
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
     with output_lock(out_dir, enabled=context.is_main):
-        result = _fit(model_name, model_params, config, cache_dir, out_dir,
-                      Path(live_dir) if live_dir is not None else None, device, context, progress)
+        result = _fit(
+            model_name,
+            model_params,
+            config,
+            cache_dir,
+            out_dir,
+            Path(live_dir) if live_dir is not None else None,
+            device,
+            context,
+            progress,
+        )
     # after an error the process group ends with the process, once its message is out: the other
     # ranks' "connection closed" errors then come after the cause
     shutdown_distributed(context)
@@ -98,16 +107,20 @@ def fit(
 def _load_splits(cache_dir: Path, context: DistContext) -> tuple[Split, Split]:
     train_split, val_split = load_split(cache_dir, "train"), load_split(cache_dir, "val")
     if len(train_split) == 0 or len(val_split) == 0:
-        raise DataError(f"{cache_dir}: the train and val splits must not be empty "
-                        f"(train {len(train_split)}, val {len(val_split)})")
+        raise DataError(
+            f"{cache_dir}: the train and val splits must not be empty (train {len(train_split)}, val {len(val_split)})"
+        )
     if min(len(train_split), len(val_split)) < context.world_size:
-        raise DataError(f"{cache_dir}: every one of the {context.world_size} processes needs train and val images "
-                        f"(train {len(train_split)}, val {len(val_split)})")
+        raise DataError(
+            f"{cache_dir}: every one of the {context.world_size} processes needs train and val images "
+            f"(train {len(train_split)}, val {len(val_split)})"
+        )
     return train_split, val_split
 
 
-def _plan(out_dir: Path, signature: dict[str, Any], config: TrainParams, context: DistContext,
-          model_name: str) -> ResumePlan:
+def _plan(
+    out_dir: Path, signature: dict[str, Any], config: TrainParams, context: DistContext, model_name: str
+) -> ResumePlan:
     """Rank 0 decides whether to continue last.pt; every rank continues rank 0's checkpoint."""
     plan: ResumePlan | None = None
     if context.is_main:
@@ -118,8 +131,14 @@ def _plan(out_dir: Path, signature: dict[str, Any], config: TrainParams, context
     return cast(ResumePlan, context.broadcast_object(plan))
 
 
-def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler | None, out_dir: Path) -> _Progress:
+def _restore(
+    checkpoint: Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler | None,
+    out_dir: Path,
+) -> _Progress:
     try:
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
@@ -130,8 +149,13 @@ def _restore(checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Op
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{out_dir / 'last.pt'}: cannot restore the training state: {exc}") from None
     restore_rng_state(checkpoint.rng)
-    return _Progress(checkpoint.epoch, checkpoint.best_dice, checkpoint.best_epoch, list(checkpoint.history),
-                     list(checkpoint.epoch_seconds))
+    return _Progress(
+        checkpoint.epoch,
+        checkpoint.best_dice,
+        checkpoint.best_epoch,
+        list(checkpoint.history),
+        list(checkpoint.epoch_seconds),
+    )
 
 
 def _parallel(model: nn.Module, device: torch.device, context: DistContext, compile_model: bool) -> nn.Module:
@@ -143,14 +167,24 @@ def _parallel(model: nn.Module, device: torch.device, context: DistContext, comp
         # cost: one graph traversal per step, and a one-time DDP warning that no parameter was unused).
         # Two processes sum a + b, the same either way.
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=context.world_size > 2,
         )
     return torch.compile(model) if compile_model else model
 
 
-def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Path, out_dir: Path,
-         live_dir: Path | None, device: torch.device, context: DistContext, progress: bool) -> FitResult:
+def _fit(
+    model_name: str,
+    model_params: Any,
+    config: TrainParams,
+    cache_dir: Path,
+    out_dir: Path,
+    live_dir: Path | None,
+    device: torch.device,
+    context: DistContext,
+    progress: bool,
+) -> FitResult:
     configure_device(device)
     batch_size = model_params.batch_size
     train_split, val_split = _load_splits(cache_dir, context)
@@ -163,8 +197,14 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
         signature["world_size"] = context.world_size
     plan = _plan(out_dir, signature, config, context, model_name)
     if context.is_main:
-        log.info("%s: training in %s (%s); %s (%s)", model_name, precision.name, precision.reason,
-                 "compiled" if compiled else "not compiled", compile_reason)
+        log.info(
+            "%s: training in %s (%s); %s (%s)",
+            model_name,
+            precision.name,
+            precision.reason,
+            "compiled" if compiled else "not compiled",
+            compile_reason,
+        )
 
     seed_everything(config.seed)
     arch = architecture(as_dict(model_params))
@@ -172,8 +212,9 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
     channels_last = device.type in ("cuda", "cpu")
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay, device)
-    scheduler, per_batch = make_scheduler(config.scheduler, optimizer, config.lr, config.epochs,
-                                          steps_per_epoch(len(train_split), batch_size))
+    scheduler, per_batch = make_scheduler(
+        config.scheduler, optimizer, config.lr, config.epochs, steps_per_epoch(len(train_split), batch_size)
+    )
     scaler = precision.grad_scaler()
     state = _Progress()
     if plan.checkpoint is not None:
@@ -185,17 +226,37 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
 
     train_model = _parallel(model, device, context, compiled)
     loss_fn = get_loss(config.loss)
-    train_data, val_data = SplitTensors(train_split, device, channels_last), SplitTensors(val_split, device, channels_last)
+    train_data, val_data = (
+        SplitTensors(train_split, device, channels_last),
+        SplitTensors(val_split, device, channels_last),
+    )
     epochs_run = 0
     for epoch in range(state.epoch + 1, config.epochs + 1):  # numbered from 1
         batches = epoch_batches(len(train_split), batch_size, config.seed, epoch - 1, context)
         generator = torch.Generator(device=device).manual_seed(augment_seed(config.seed, epoch - 1, context.rank))
-        bar = tqdm(total=len(batches), desc=f"{model_name} epoch {epoch}/{config.epochs}", unit="batch",
-                   disable=not (progress and context.is_main), leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(batches),
+            desc=f"{model_name} epoch {epoch}/{config.epochs}",
+            unit="batch",
+            disable=not (progress and context.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
         lr, started = current_lr(optimizer), time.perf_counter()
-        train_stats = train_one_epoch(train_model, train_data, batches, optimizer, loss_fn, precision=precision,
-                                      scaler=scaler, batch_scheduler=scheduler if per_batch else None, augment=config.augment,
-                                      generator=generator, context=context, progress=bar)
+        train_stats = train_one_epoch(
+            train_model,
+            train_data,
+            batches,
+            optimizer,
+            loss_fn,
+            precision=precision,
+            scaler=scaler,
+            batch_scheduler=scheduler if per_batch else None,
+            augment=config.augment,
+            generator=generator,
+            context=context,
+            progress=bar,
+        )
         bar.close()
         context.broadcast_buffers(model)  # validate the model that rank 0 saves
         val_stats = validate(train_model, val_data, batch_size, loss_fn, precision=precision, context=context)
@@ -211,22 +272,41 @@ def _fit(model_name: str, model_params: Any, config: TrainParams, cache_dir: Pat
         epochs_run += 1
         if context.is_main:
             checkpoint = Checkpoint(
-                model_name=model_name, model_params=arch, model=model.state_dict(), image_size=image_size,
-                epoch=epoch, val_dice=val_stats.dice, epochs=config.epochs, best_dice=state.best_dice,
-                best_epoch=state.best_epoch, history=state.history, epoch_seconds=state.epoch_seconds,
+                model_name=model_name,
+                model_params=arch,
+                model=model.state_dict(),
+                image_size=image_size,
+                epoch=epoch,
+                val_dice=val_stats.dice,
+                epochs=config.epochs,
+                best_dice=state.best_dice,
+                best_epoch=state.best_epoch,
+                history=state.history,
+                epoch_seconds=state.epoch_seconds,
                 optimizer=optimizer.state_dict(),
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
-                scaler=scaler.state_dict() if scaler is not None else None, rng=rng_state(),
-                signature=signature, params={"model": as_dict(model_params), "train": as_dict(config)},
+                scaler=scaler.state_dict() if scaler is not None else None,
+                rng=rng_state(),
+                signature=signature,
+                params={"model": as_dict(model_params), "train": as_dict(config)},
                 petseg_version=petseg.__version__,
             )
             # best.pt lands before last.pt: a kill between the two only repeats this epoch
             save_checkpoint(out_dir / "last.pt", checkpoint, also=[out_dir / "best.pt"] if improved else [])
             epoch_log.append(record, state.history)
-            log.info("%s epoch %d/%d  train loss %.4f dice %.4f  val loss %.4f dice %.4f  lr %.2e  %.0f img/s%s",
-                     model_name, epoch, config.epochs, train_stats.loss, train_stats.dice, val_stats.loss,
-                     val_stats.dice, lr, train_stats.images_per_s, "  *best*" if improved else "")
+            log.info(
+                "%s epoch %d/%d  train loss %.4f dice %.4f  val loss %.4f dice %.4f  lr %.2e  %.0f img/s%s",
+                model_name,
+                epoch,
+                config.epochs,
+                train_stats.loss,
+                train_stats.dice,
+                val_stats.loss,
+                val_stats.dice,
+                lr,
+                train_stats.images_per_s,
+                "  *best*" if improved else "",
+            )
         context.barrier()
     epoch_log.close()
     return FitResult(state.best_dice, state.best_epoch, epochs_run, state.history)
-

@@ -38,7 +38,10 @@ def _tail(
 
 def pet_parts(rng: np.random.Generator, species: int, pointy_ears: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Outline polygons and facial-feature polygons of one pet, in local units, facing +x."""
-    j = lambda: rng.uniform(0.8, 1.25)  # proportion jitter
+
+    def j() -> float:  # proportion jitter
+        return rng.uniform(0.8, 1.25)
+
     pose = rng.choice(["standing", "sitting", "lying", "face"], p=[0.3, 0.25, 0.2, 0.25])
     parts: list[np.ndarray] = []
     if pose == "standing":
