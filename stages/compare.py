@@ -1,13 +1,15 @@
-"""Stage compare, and comparisons against other commits and experiments, with 95% intervals.
+"""Stage compare, and comparisons against other commits, experiments and seed studies, with 95% intervals.
 
-    python -m stages.compare                         # metrics/compare.json: UNet minus ResNet34-UNet, paired
-    python stages/compare.py --against HEAD~1        # each model here minus the same model at a revision
-    python stages/compare.py --against my-exp        # ... or at a DVC experiment
-    python stages/compare.py --experiments           # mean and spread of dice_mean over experiments (seed study)
+    python -m stages.compare                      # metrics/compare.json: UNet minus each other model, one run
+    python stages/compare.py --table              # the models' metrics side by side (add --against REV)
+    python stages/compare.py --against HEAD~1     # each model here minus the same model at a revision or experiment
+    python stages/compare.py --experiments        # seed study: this commit's experiments and the workspace
+    python stages/compare.py --experiments --by train.lr --json FILE   # each model between recipes
 
-Differences are paired over test images: the mean, a 95% bootstrap interval and
-a Wilcoxon p-value; an interval containing 0 is called no detectable change.
-Exit code 1 when REV lacks the tables or its test images differ from these.
+A paired interval over test images covers one training run per side and is
+never called detectable; with seeds (dvc exp run --queue -S 'train.seed=0,1,2')
+the interval resamples seeds and images, and only it can be. Exit code 1 when
+REV lacks the tables or its test images differ from these.
 """
 
 from __future__ import annotations
@@ -20,9 +22,14 @@ from petseg.models import MODEL_NAMES
 def main() -> int:
     parser = stage_parser(__doc__)
     parser.add_argument("--against", metavar="REV", help="a git revision or DVC experiment name to compare with")
-    parser.add_argument("--experiments", nargs="*", metavar="NAME", help="summarize these experiments (default: all)")
     parser.add_argument(
-        "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models (default: all)"
+        "--experiments", nargs="*", metavar="NAME", help="seed study of these experiments (default: all)"
+    )
+    parser.add_argument("--by", metavar="KEY", help="with --experiments: compare the groups that differ in this param")
+    parser.add_argument("--json", metavar="FILE", help="with --experiments: write the numbers to FILE")
+    parser.add_argument("--table", action="store_true", help="the metrics of the models side by side")
+    parser.add_argument(
+        "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="the first is the reference"
     )
     parser.add_argument(
         "--evaluate", default=str(paths.EVALUATE_DIR), help="per-image tables (default: plots/evaluate)"
@@ -31,17 +38,27 @@ def main() -> int:
         "--out", default=str(paths.COMPARE_FILE), help="the stage's output (default: metrics/compare.json)"
     )
     args = parser.parse_args()
+    if (args.by or args.json) and args.experiments is None:
+        parser.error("--by and --json go with --experiments")
     stage_params(args.params)  # reads no params, but a broken params file stops the pipeline
-    from petseg.compare import compare_against, compare_models, summarize_runs
+    from petseg.compare import compare_against, compare_models, compare_seeds, write_report
 
+    if args.table:
+        from petseg.compare.table import metrics_table
+
+        print(metrics_table(args.models, against=args.against))
+        return 0
     if args.against is not None:
         lines, same_images = compare_against(args.against, args.models, evaluate_dir=args.evaluate)
         print("\n".join(lines))
         return 0 if same_images else 1
     if args.experiments is not None:
-        print("\n".join(summarize_runs(args.experiments, args.models)))
+        lines, report = compare_seeds(args.models, by=args.by, names=args.experiments)
+        print("\n".join(lines))
+        if args.json:
+            write_report(args.json, report)
         return 0
-    compare_models(*MODEL_NAMES[:2], evaluate_dir=args.evaluate, out=args.out)
+    compare_models(args.models, evaluate_dir=args.evaluate, out=args.out)
     return 0
 
 

@@ -141,8 +141,10 @@ def test_against_a_commit_reports_each_model_with_its_interval(repo: Path) -> No
     lines = done.stdout.splitlines()
     unet = next(line for line in lines if line.startswith("UNet, dice_mean"))
     resnet = next(line for line in lines if line.startswith("ResNet34-UNet, dice_mean"))
-    assert "here minus HEAD +0.05" in unet and "a detectable difference" in unet and "(40 images)" in unet
-    assert "+0.0000" in resnet and "no detectable change" in resnet
+    assert "here minus HEAD +0.05" in unet and "(40 images)" in unet and "+0.0000" in resnet
+    # one run per side: the interval covers the test images, and says so instead of calling anything detectable
+    assert all("one training run per side (training noise not included)" in line for line in (unet, resnet))
+    assert "detectable" not in done.stdout
 
 
 def test_against_an_experiment_by_name(repo: Path) -> None:
@@ -188,28 +190,3 @@ def test_different_test_images_compare_the_shared_ones_or_refuse(repo: Path) -> 
         done.stderr.strip()
         == "error: unet: the test images here and at HEAD share only 9 image(s) (at least 10 are needed to compare)"
     )
-
-
-def test_experiments_summary_gives_mean_and_spread(repo: Path) -> None:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    values = {"seed-0": (0.70, 0.66), "seed-1": (0.74, 0.70), "seed-2": (0.72, 0.71)}
-    for name, (unet, resnet) in values.items():
-        (repo / "metrics").mkdir(exist_ok=True)
-        for model, dice in (("unet", unet), ("resnet34_unet", resnet)):
-            (repo / "metrics" / f"{model}.json").write_text(json.dumps({"dice_mean": dice}))
-        (repo / "metrics" / "compare.json").write_text(
-            json.dumps(
-                {"dice_mean_diff": unet - resnet, "ci95_low": unet - resnet - 0.02, "ci95_high": unet - resnet + 0.02}
-            )
-        )
-        subprocess.run(["git", *GIT_USER, "add", "-A"], cwd=repo, check=True)
-        subprocess.run(["git", *GIT_USER, "commit", "-qm", name], cwd=repo, check=True)
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-        subprocess.run(["git", "update-ref", f"refs/exps/{head[:2]}/{head[2:]}/{name}", sha], cwd=repo, check=True)
-        subprocess.run(["git", "reset", "-q", "--hard", head], cwd=repo, check=True)
-    done = run(repo, "--experiments")
-    assert done.returncode == 0, done.stderr
-    assert "3 run(s): seed-0, seed-1, seed-2" in done.stdout
-    unet = np.array([v[0] for v in values.values()])
-    assert f"UNet: dice_mean {unet.mean():.4f} +- {unet.std(ddof=1):.4f} (sd over runs)" in done.stdout
-    assert "detectable within 2 of 3 run(s)" in done.stdout  # seed-2's interval [-0.01, 0.03] contains 0

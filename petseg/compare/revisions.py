@@ -34,6 +34,13 @@ def experiment_refs(repo: str | Path = ".") -> dict[str, list[tuple[str, str]]]:
     return found
 
 
+def experiments_of(sha: str, repo: str | Path = ".") -> list[tuple[str, str]]:
+    """The DVC experiments based on commit ``sha``, oldest first: [(name, commit sha), ...]."""
+    prefix = f"{EXPERIMENT_REFS}{sha[:2]}/{sha[2:]}/"
+    done = _git(Path(repo), "for-each-ref", prefix, "--sort=committerdate", "--format=%(refname) %(objectname)")
+    return [(ref[len(prefix) :], exp_sha) for ref, exp_sha in (line.split() for line in done.stdout.splitlines())]
+
+
 def resolve(rev: str, repo: str | Path = ".") -> str:
     """The commit sha of a git revision or DVC experiment name; a DataError when there is none."""
     repo = Path(repo)

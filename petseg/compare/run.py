@@ -1,22 +1,22 @@
-"""Comparisons with a sense of noise: the two models, a model against itself at another revision, several runs.
+"""Comparisons that say which noise they cover: the models of one run, a run against another revision, seed studies.
 
-- :func:`compare_models` (the compare stage): UNet minus ResNet34-UNet on the same
-  test images, paired, written to ``metrics/compare.json``;
+- :func:`compare_models` (the compare stage): the first registered model minus
+  each other one on the same test images, paired, written to ``metrics/compare.json``;
 - :func:`compare_against` (``python stages/compare.py --against REV``): each
-  model's per-image results in the workspace minus the same model's at REV;
-- :func:`summarize_runs` (``--experiments``): mean and spread of each model's
-  ``dice_mean`` over DVC experiments, e.g. a seed study.
+  model's per-image results here minus the same model's at REV;
+- :func:`compare_seeds` (``--experiments``, ``--by KEY``): recipes over seeds
+  (petseg.compare.seeds).
 
-Differences come with a 95% paired bootstrap interval and a Wilcoxon p-value
-(petseg.compare.stats); an interval that contains 0 is reported in words as no
-detectable change.
+A paired interval over test images covers which images were drawn, for one
+training run per side: it never says "detectable", because how training went
+(the seed, the CPU's rounding) moves a run more than that. Only an interval
+that resamples seeds too (at least 2 per side) can call a difference detectable.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,52 +24,35 @@ from typing import Any
 import numpy as np
 
 from petseg import paths
-from petseg.compare.revisions import experiment_refs, read_text_at
-from petseg.compare.stats import PairedDifference, paired_difference
+from petseg.compare.revisions import read_text_at
+from petseg.compare.runs import Group, Run, group_runs, read_runs
+from petseg.compare.seeds import COMPARED, difference_line, mean_sd, seed_report
+from petseg.compare.stats import PairedDifference, paired_difference, seed_difference
 from petseg.errors import DataError
 from petseg.evaluation.tables import PerImage, parse_per_image_csv, read_per_image_csv
 from petseg.io import write_json
-from petseg.models import label
+from petseg.models import label, model_info
 
 log = logging.getLogger(__name__)
 
 MIN_SHARED = 10  # fewer shared test images than this cannot be compared
-COMPARED = (("dice", "dice_mean"), ("boundary_iou", "boundary_iou_mean"))  # per-image score, its name as a mean
+ONE_RUN = "over the test images of one training run per side (training noise not included)"
 
 
-def _verdict(difference: PairedDifference) -> str:
-    if difference.detectable:
-        return "the interval excludes 0: a detectable difference"
-    return "the interval contains 0: no detectable change"
-
-
-def _line(what: str, difference: PairedDifference) -> str:
+def single_run_line(what: str, difference: PairedDifference) -> str:
     return (
-        f"{what} {difference.diff:+.4f}, 95% CI [{difference.low:+.4f}, {difference.high:+.4f}], "
-        f"Wilcoxon p = {difference.p_value:.2g} ({difference.n} images): {_verdict(difference)}"
+        f"{what} {difference.diff:+.4f}, 95% CI [{difference.low:+.4f}, {difference.high:+.4f}] {ONE_RUN}, "
+        f"Wilcoxon p = {difference.p_value:.2g} ({difference.n} images)"
     )
 
 
-def compare_models(
-    first: str, second: str, *, evaluate_dir: str | Path = paths.EVALUATE_DIR, out: str | Path = paths.COMPARE_FILE
-) -> dict[str, Any]:
-    """``first`` minus ``second`` on the same test images, from the evaluate stage's per-image tables."""
-    a = read_per_image_csv(paths.per_image_table(first, evaluate_dir))
-    b = read_per_image_csv(paths.per_image_table(second, evaluate_dir))
-    if a.names != b.names:
-        raise DataError(
-            f"{paths.per_image_table(first, evaluate_dir)} and {paths.per_image_table(second, evaluate_dir)}"
-            ": different test images; re-run evaluate for both models"
-        )
-    # both means first, under short names of their own, so that `dvc exp show` can show them side by side
-    report: dict[str, Any] = {
-        f"{first}_dice_mean": float(np.mean(a.scores["dice"])),
-        f"{second}_dice_mean": float(np.mean(b.scores["dice"])),
-    }
+def _pair_numbers(a: PerImage, b: PerImage) -> dict[str, Any]:
+    """The paired differences of two tables of the same images, under the keys of metrics/compare.json."""
+    numbers: dict[str, Any] = {}
     for score, mean_name in COMPARED:
         difference = paired_difference(a.scores[score], b.scores[score])
         prefix = "" if score == "dice" else f"{score}_"
-        report.update(
+        numbers.update(
             {
                 f"{mean_name}_diff": difference.diff,
                 f"{prefix}ci95_low": difference.low,
@@ -78,8 +61,41 @@ def compare_models(
             }
         )
         if score == "dice":
-            report["n_images"] = difference.n
-        log.info("%s", _line(f"{label(first)} minus {label(second)}, {mean_name}:", difference))
+            numbers["n_images"] = difference.n
+    return numbers
+
+
+def compare_models(
+    models: Sequence[str], *, evaluate_dir: str | Path = paths.EVALUATE_DIR, out: str | Path = paths.COMPARE_FILE
+) -> dict[str, Any]:
+    """The first model minus each other one on the same test images, from the evaluate stage's per-image tables.
+
+    ``metrics/compare.json`` holds every model's ``<model>_dice_mean``, the first minus the second under flat keys
+    (``dice_mean_diff``, ``ci95_low``, ..., ``boundary_iou_ci95_low``, ...), and the first minus each further model
+    under ``<first>_minus_<model>`` with the same keys.
+    """
+    if len(models) < 2:
+        raise DataError(f"the compare stage needs at least two models, got {', '.join(models) or 'none'}")
+    tables = {model: read_per_image_csv(paths.per_image_table(model, evaluate_dir)) for model in models}
+    first, *others = models
+    for other in others:
+        if tables[other].names != tables[first].names:
+            raise DataError(
+                f"{paths.per_image_table(first, evaluate_dir)} and {paths.per_image_table(other, evaluate_dir)}"
+                ": different test images; re-run evaluate"
+            )
+    # the means first, under short names of their own, so that `dvc exp show` can show them side by side
+    report: dict[str, Any] = {f"{m}_dice_mean": float(np.mean(tables[m].scores["dice"])) for m in models}
+    for i, other in enumerate(others):
+        numbers = _pair_numbers(tables[first], tables[other])
+        if i == 0:
+            report.update(numbers)
+        else:
+            report[f"{first}_minus_{other}"] = numbers
+        for score, mean_name in COMPARED:
+            difference = paired_difference(tables[first].scores[score], tables[other].scores[score])
+            log.info("%s", single_run_line(f"{label(first)} minus {label(other)}, {mean_name}:", difference))
+    log.info("for a verdict that includes training noise, run seeds: python stages/compare.py --experiments")
     write_json(out, report)
     return report
 
@@ -103,18 +119,81 @@ def _pair(here: PerImage, there: PerImage, rev: str, model: str) -> tuple[np.nda
     return here_index, np.array([position[name] for name in shared]), note
 
 
+def _lock_entry(text: str, stage: str) -> Any:
+    """A stage's dvc.lock entry without its outputs (what went in: command, code and data hashes, params)."""
+    from ruamel.yaml import YAML
+
+    entry = dict(((YAML(typ="safe", pure=True).load(text) or {}).get("stages") or {}).get(stage) or {})
+    entry.pop("outs", None)
+    return entry or None
+
+
+def _same_training(rev: str, model: str, repo: Path) -> str | None:
+    """A line saying so when the model's training stage had identical inputs here and at ``rev`` (dvc.lock)."""
+    stage = model_info(model).train_stage
+    try:
+        there = _lock_entry(read_text_at(rev, "dvc.lock", repo), stage)
+        here = _lock_entry((repo / "dvc.lock").read_text(encoding="utf-8"), stage)
+    except (DataError, OSError):
+        return None
+    if here is None or here != there:
+        return None
+    return (
+        f"{label(model)}: {stage}'s code, params and data are identical here and at {rev} (dvc.lock): "
+        "any difference in its results is training noise"
+    )
+
+
+def _recipe_group(runs: Sequence[Run], anchor: Run | None) -> Group | None:
+    """The runs of ``anchor``'s recipe (equal params but the seed)."""
+    if anchor is None:
+        return None
+    members = tuple(run for run in runs if run.recipe() == anchor.recipe())
+    return Group(anchor.label, members)
+
+
+def _seed_lines(rev: str, models: Sequence[str], repo: Path) -> list[str]:
+    """Seed-level lines for --against: the spread of one run, and a two-level interval where both sides have seeds."""
+    here_runs = read_runs(models, repo=repo)
+    here = _recipe_group(here_runs, next((r for r in here_runs if r.label == "workspace"), here_runs[-1]))
+    there_runs = read_runs(models, rev=rev, repo=repo, workspace=False)
+    there = _recipe_group(there_runs, there_runs[0] if there_runs else None)
+    lines = []
+    for model in models:
+        if here is None or model not in here.models():
+            continue
+        for score, metric in COMPARED:
+            spread = mean_sd([float(row.mean()) for row in here.scores(model, score)])[1]
+            if len(here.runs) > 1:
+                lines.append(
+                    f"{label(model)}, {metric}: one run here varies by {spread:.4f} (sd over {len(here.runs)} seeds), "
+                    f"so two single runs differ by about {spread * 2**0.5:.4f} (sd) from training noise alone"
+                )
+            overlap = there is not None and any(run.texts == other.texts for run in here.runs for other in there.runs)
+            if (
+                there is not None
+                and not overlap
+                and model in there.models()
+                and min(len(here.runs), len(there.runs)) > 1
+            ):
+                difference = seed_difference(here.scores(model, score), there.scores(model, score))
+                lines.append(difference_line(f"{label(model)}, {metric}: here minus {rev} over seeds:", difference))
+    if here is not None and len(here.runs) < 2:
+        lines.append("no seed runs of this recipe here: python stages/compare.py --experiments says how to make them")
+    return lines
+
+
 def compare_against(
     rev: str, models: Sequence[str], *, evaluate_dir: str | Path = paths.EVALUATE_DIR, repo: str | Path = "."
 ) -> tuple[list[str], bool]:
     """Each model's per-image results here minus at ``rev``: report lines, and whether the test sets matched."""
+    repo = Path(repo)
     tables = {}
     for model in models:  # every file is read before anything is reported
         table = paths.per_image_table(model, evaluate_dir)
-        relative = Path(table).resolve().relative_to(Path(repo).resolve()) if Path(table).is_absolute() else table
-        tables[model] = (
-            read_per_image_csv(table),
-            parse_per_image_csv(read_text_at(rev, relative, repo), f"{relative} at {rev}"),
-        )
+        relative = Path(table).resolve().relative_to(repo.resolve()) if Path(table).is_absolute() else table
+        there = parse_per_image_csv(read_text_at(rev, relative, repo), f"{relative} at {rev}")
+        tables[model] = (read_per_image_csv(table), there)
     lines, same_images = [], True
     for model, (here, there) in tables.items():
         here_index, there_index, note = _pair(here, there, rev, model)
@@ -126,39 +205,33 @@ def compare_against(
                 lines.append(f"{label(model)}: {mean_name} is not in both tables (evaluated before it existed)")
                 continue
             difference = paired_difference(here.scores[score][here_index], there.scores[score][there_index])
-            lines.append(_line(f"{label(model)}, {mean_name}: here minus {rev}", difference))
+            lines.append(single_run_line(f"{label(model)}, {mean_name}: here minus {rev}", difference))
+        same = _same_training(rev, model, repo)
+        if same is not None:
+            lines.append(same)
+    if same_images:
+        lines += _seed_lines(rev, models, repo)
     return lines, same_images
 
 
-def summarize_runs(names: Sequence[str] | None, models: Sequence[str], *, repo: str | Path = ".") -> list[str]:
-    """Mean and spread of each model's ``dice_mean`` (and of the paired difference) over experiments."""
-    refs = experiment_refs(repo)
-    names = list(names) if names else sorted(refs)
-    if not names:
-        raise DataError("no DVC experiments to summarize (run some first: dvc exp run --queue -S 'train.seed=0,1,2')")
-    values: dict[str, list[float]] = {model: [] for model in models}
-    differences: list[tuple[float, bool]] = []
-    for name in names:
-        for model in models:
-            text = read_text_at(name, paths.metrics_file(model), repo)
-            values[model].append(float(json.loads(text)["dice_mean"]))
-        try:
-            compare = json.loads(read_text_at(name, paths.COMPARE_FILE, repo))
-            differences.append((compare["dice_mean_diff"], not compare["ci95_low"] <= 0 <= compare["ci95_high"]))
-        except DataError:
-            pass
-    lines = [f"{len(names)} run(s): {', '.join(names)}"]
-    for model, series in values.items():
-        spread = statistics.stdev(series) if len(series) > 1 else 0.0
-        lines.append(
-            f"{label(model)}: dice_mean {statistics.mean(series):.4f} +- {spread:.4f} (sd over runs), "
-            f"min {min(series):.4f}, max {max(series):.4f}"
-        )
-    if differences:
-        diffs = [d for d, _ in differences]
-        spread = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-        lines.append(
-            f"{label(models[0])} minus {label(models[1])}: {statistics.mean(diffs):+.4f} +- {spread:.4f} "
-            f"(sd over runs); detectable within {sum(d for _, d in differences)} of {len(diffs)} run(s)"
-        )
-    return lines
+def compare_seeds(
+    models: Sequence[str], *, by: str | None = None, names: Sequence[str] | None = None, repo: str | Path = "."
+) -> tuple[list[str], dict[str, Any]]:
+    """The seed study of the current commit's experiments and the workspace (or of the experiments ``names``)."""
+    runs = read_runs(models, repo=repo)
+    if names:
+        unknown = sorted(set(names) - {run.label for run in runs})
+        if unknown:
+            raise DataError(f"no experiment of this commit is named {', '.join(unknown)} (dvc exp show lists them)")
+        runs = [run for run in runs if run.label in names]
+    if not runs:
+        raise DataError("no evaluated runs here: dvc repro, then dvc exp run --queue -S 'train.seed=0,1,2'")
+    groups = group_runs(runs, by)
+    lines, report = seed_report(runs, groups, models, by)
+    report["by"] = by
+    return lines, report
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    """``--json FILE``: the numbers of a report, for scripts."""
+    write_json(path, json.loads(json.dumps(report, default=str)))

@@ -70,3 +70,80 @@ def paired_difference(
             warnings.simplefilter("ignore")  # scipy's note on ties and zeros: the method it picks handles them
             p_value = float(stats.wilcoxon(differences).pvalue)
     return PairedDifference(diff, low, high, p_value, len(a))
+
+
+SEED_RESAMPLES = 4_000  # two-level resamples (seeds, then images): the interval's ends move by < 0.001 beyond this
+
+
+@dataclass(frozen=True)
+class SeedDifference:
+    """mean(a) - mean(b) over training runs and test images, with a two-level (hierarchical) 95% bootstrap interval.
+
+    ``includes_training_noise`` is True when both sides have at least 2 runs (seeds): only then do the resampled
+    seeds carry the run-to-run spread, and only then may the interval be called a detectable difference.
+    """
+
+    diff: float
+    low: float
+    high: float
+    n_seeds_a: int
+    n_seeds_b: int
+    n_images: int
+
+    @property
+    def includes_training_noise(self) -> bool:
+        return self.n_seeds_a >= 2 and self.n_seeds_b >= 2
+
+    @property
+    def excludes_zero(self) -> bool:
+        return not (self.low <= 0.0 <= self.high)
+
+    @property
+    def detectable(self) -> bool:
+        return self.includes_training_noise and self.excludes_zero
+
+
+def _image_weights(rng: np.random.Generator, resamples: int, n_images: int) -> np.ndarray:
+    """How often each test image is drawn in each resample (resamples x images), divided by the draw count."""
+    picks = rng.integers(0, n_images, size=(resamples, n_images))
+    offsets = np.arange(resamples)[:, None] * n_images
+    counts = np.bincount((picks + offsets).ravel(), minlength=resamples * n_images)
+    return counts.reshape(resamples, n_images) / n_images
+
+
+def _seed_means(rng: np.random.Generator, run_means: np.ndarray) -> np.ndarray:
+    """Resample the runs (columns) with replacement in every row and average them: one value per resample."""
+    resamples, runs = run_means.shape
+    picks = rng.integers(0, runs, size=(resamples, runs))
+    return np.take_along_axis(run_means, picks, axis=1).mean(axis=1)
+
+
+def seed_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    same_runs: bool = False,
+    resamples: int = SEED_RESAMPLES,
+    seed: int = SEED,
+) -> SeedDifference:
+    """Compare per-image scores of several training runs: ``a`` (runs x images) minus ``b`` (runs x images).
+
+    Each resample draws the runs of each side with replacement (seeds), then the test images with replacement,
+    the same images for every run (they are paired across all runs), and takes the difference of the two means.
+    ``same_runs``: a and b come from the same runs (two models of one recipe), so one draw of runs serves both.
+    The interval is the 2.5th and 97.5th percentile of the resampled differences.
+    """
+    a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if a.shape[1] != b.shape[1] or a.shape[1] < 2:
+        raise ValueError(f"runs x images tables need the same images (at least 2), got {a.shape} and {b.shape}")
+    if same_runs and a.shape != b.shape:
+        raise ValueError(f"same_runs needs tables of one shape, got {a.shape} and {b.shape}")
+    rng = np.random.default_rng(seed)
+    weights = _image_weights(rng, resamples, a.shape[1])
+    if same_runs:
+        resampled = _seed_means(rng, weights @ (a - b).T)
+    else:
+        resampled = _seed_means(rng, weights @ a.T) - _seed_means(rng, weights @ b.T)
+    low, high = np.quantile(resampled, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
+    diff = float(a.mean(axis=1).mean() - b.mean(axis=1).mean())
+    return SeedDifference(diff, float(low), float(high), a.shape[0], b.shape[0], a.shape[1])

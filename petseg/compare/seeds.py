@@ -1,0 +1,140 @@
+"""Seed studies: each recipe's mean and spread over seeds, and differences whose intervals include training noise.
+
+``python stages/compare.py --experiments`` (and ``--by KEY``) reads the runs of a
+commit (petseg.compare.runs), groups them by recipe and reports, per group and
+model, the number of seeds and mean +- sd over seeds of ``dice_mean`` and
+``boundary_iou_mean``; then the first registered model minus each other one
+within every group, and with ``--by`` each model's difference between groups,
+each with a two-level bootstrap interval over seeds and test images
+(petseg.compare.stats.seed_difference). Only an interval over at least 2 seeds
+per side is called detectable.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from petseg.compare.runs import Group, Run
+from petseg.compare.stats import SeedDifference, seed_difference
+from petseg.errors import DataError
+from petseg.models import label
+
+COMPARED = (("dice", "dice_mean"), ("boundary_iou", "boundary_iou_mean"))  # per-image score, its name as a mean
+MORE_SEEDS = "dvc exp run --queue -S 'train.seed=0,1,2' && dvc queue start"
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def verdict(difference: SeedDifference) -> str:
+    """What the interval says, and which noise it covers."""
+    if not difference.includes_training_noise:
+        return "one seed a side: the interval covers test images only, not training noise"
+    if difference.excludes_zero:
+        return "over seeds and images, the interval excludes 0: a detectable difference"
+    return "over seeds and images, the interval contains 0: no detectable difference"
+
+
+def difference_line(what: str, difference: SeedDifference) -> str:
+    return (
+        f"{what} {difference.diff:+.4f}, 95% CI [{difference.low:+.4f}, {difference.high:+.4f}] "
+        f"({difference.n_seeds_a} vs {difference.n_seeds_b} seeds, {difference.n_images} images): {verdict(difference)}"
+    )
+
+
+def difference_record(metric: str, a: str, b: str, model: str | None, d: SeedDifference) -> dict[str, Any]:
+    """One entry of ``differences`` in ``--json``: what minus what, the difference and its interval."""
+    return {
+        "metric": metric,
+        "a": a,
+        "b": b,
+        "model": model,
+        "diff": d.diff,
+        "ci95_low": d.low,
+        "ci95_high": d.high,
+        "n_seeds_a": d.n_seeds_a,
+        "n_seeds_b": d.n_seeds_b,
+        "n_images": d.n_images,
+        "includes_training_noise": d.includes_training_noise,
+        "detectable": d.detectable,
+    }
+
+
+def _run_means(group: Group, model: str, score: str) -> list[float]:
+    return [float(row.mean()) for row in group.scores(model, score)]
+
+
+def _group_section(group: Group, models: Sequence[str]) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+    seeds = ", ".join(str(seed) for seed in group.seeds)
+    lines = [f"{group.name}: {len(group.runs)} run(s), train.seed {seeds} ({', '.join(r.label for r in group.runs)})"]
+    summary: dict[str, Any] = {"name": group.name, "seeds": group.seeds, "runs": [r.label for r in group.runs]}
+    summary["models"] = {}
+    width = max(len(label(m)) for m in models)
+    for model in models:
+        cells, values = [], {}
+        for score, metric in COMPARED:
+            mean, sd = mean_sd(_run_means(group, model, score))
+            values[metric] = {"mean": mean, "sd": sd, "n_seeds": len(group.runs)}
+            cells.append(f"{metric} {mean:.4f} +- {sd:.4f}")
+        summary["models"][model] = values
+        lines.append(f"  {label(model):<{width}}  {'   '.join(cells)}  (mean +- sd over seeds)")
+    records = []
+    first = models[0]
+    for other in models[1:]:
+        for score, metric in COMPARED:
+            a, b = group.scores(first, score), group.scores(other, score)
+            difference = seed_difference(a, b, same_runs=True)
+            per_run = [float(x - y) for x, y in zip(a.mean(axis=1), b.mean(axis=1))]
+            _, spread = mean_sd(per_run)
+            lines.append(
+                "  "
+                + difference_line(f"{label(first)} minus {label(other)}, {metric}:", difference)
+                + (f"; single runs differ by {spread:.4f} (sd over seeds)" if len(per_run) > 1 else "")
+            )
+            records.append({**difference_record(metric, first, other, None, difference), "group": group.name})
+    return lines, summary, records
+
+
+def _same_images(a: Group, b: Group, model: str) -> None:
+    here, there = a.runs[0].tables[model].names, b.runs[0].tables[model].names
+    if here != there:
+        raise DataError(
+            f"{model}: the test images of {a.name} ({a.runs[0].label}, {len(here)} images) differ from those of "
+            f"{b.name} ({b.runs[0].label}, {len(there)} images): evaluate every run on one test set"
+        )
+
+
+def seed_report(
+    runs: Sequence[Run], groups: Sequence[Group], models: Sequence[str], by: str | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """The report's lines, and the same numbers for ``--json`` (``groups``, ``differences``)."""
+    shared = [m for m in models if all(m in g.models() for g in groups)]
+    if not shared:
+        raise DataError(f"no model has per-image tables in every run of the groups (looked for {', '.join(models)})")
+    lines = [f"{len(runs)} run(s) in {len(groups)} group(s) of equal params but train.seed"]
+    report: dict[str, Any] = {"groups": [], "differences": []}
+    for group in groups:
+        section, summary, records = _group_section(group, shared)
+        lines += section
+        report["groups"].append(summary)
+        report["differences"] += records
+    if by is not None and len(groups) > 1:
+        base = groups[0]
+        lines.append(f"between groups, by {by} (each group minus {base.name}):")
+        for group in groups[1:]:
+            for model in shared:
+                _same_images(group, base, model)
+                for score, metric in COMPARED:
+                    difference = seed_difference(group.scores(model, score), base.scores(model, score))
+                    what = f"  {label(model)}, {metric}: {group.name} minus {base.name}:"
+                    lines.append(difference_line(what, difference))
+                    report["differences"].append(difference_record(metric, group.name, base.name, model, difference))
+    elif len(groups) > 1:
+        lines.append("the groups differ in more than the seed: compare them with --by KEY")
+    if any(len(group.runs) < 2 for group in groups):
+        lines.append(f"a group with one seed has no measure of training noise; more seeds: {MORE_SEEDS}")
+    return lines, report
