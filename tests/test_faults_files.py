@@ -341,7 +341,7 @@ def test_damaged_training_logs_and_tables_are_named_by_plot(tmp_path: Path) -> N
     log = tmp_path / "dice.tsv"
     whole = "timestamp\tstep\tdice\n1\t1\t0.5\n2\t2\t0.6\n3\t3\t0.7\n"
     log.write_text(whole[:-3])  # cut mid-number: "0.7" became "0"
-    truncated = rf"^{log}: truncated the metric log \(its last line is incomplete\); re-run train_unet"
+    truncated = rf"^{log}: truncated the metric log \(its last line is incomplete\); re-run it: dvc repro train_unet"
     with pytest.raises(DataError, match=truncated):
         read_metric(log, "train_unet")
     log.write_text(whole + "4\t1\t0.2\n")  # a second run's rows appended to the first's

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from petseg.data.layout import building_dir
 from petseg.errors import DataError
 from petseg.io import read_table
 
@@ -73,8 +74,6 @@ class EpochLog:
         self.written = False
 
     def _rebuild(self, history: list[dict[str, float]]) -> None:
-        from petseg.data.layout import building_dir
-
         with building_dir(self.directory) as temp:
             live = _open_live(temp)
             for record in history:
