@@ -35,10 +35,11 @@ import torch
 
 from petseg.errors import CheckpointError, PetsegError
 from petseg.io import atomic_path, write_error
-from petseg.models import SegmentationModel, architecture, build_model
+from petseg.models import MODELS, SegmentationModel, architecture, build_model
 
 FORMAT = "petseg-checkpoint/1"
 UNREADABLE = "not a readable checkpoint (corrupt or truncated?)"
+ZIP_MAGIC = b"PK\x03\x04"
 # how torch's weights_only unpickler names a refused object: "Unsupported global: GLOBAL posix.system ..."
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -144,19 +145,51 @@ def _check_archive(path: Path) -> None:
         raise CheckpointError(f"{path}: corrupt checkpoint: its {member} does not match its checksum (damaged file)")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint safely; a missing, corrupt, truncated or unsafe file is a CheckpointError naming it."""
+def repair_hint(path: str | Path) -> str:
+    """How to get a good ``models/<model>/{best,last}.pt`` back (``"; ..."``), or ``""`` for any other file."""
     path = Path(path)
+    info = MODELS.get(path.parent.name)
+    if info is None or path.name not in ("best.pt", "last.pt"):
+        return ""
+    return (
+        f"; restore the pipeline's copy with dvc checkout --force {path}, "
+        f"or delete it and retrain with dvc repro {info.train_stage}"
+    )
+
+
+def check_model_name(checkpoint: Checkpoint, path: str | Path, expected: str) -> None:
+    """The checkpoint must hold the model it is used as (a file copied over another model's is refused)."""
+    if checkpoint.model_name != expected:
+        raise CheckpointError(f"{path}: holds a {checkpoint.model_name} model, expected {expected}{repair_hint(path)}")
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint safely; a missing, corrupt, truncated or unsafe file is a CheckpointError naming it.
+
+    For a checkpoint of the pipeline the message ends with the commands that bring a good one back.
+    """
+    path = Path(path)
+    try:
+        return _read_checkpoint(path, map_location)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{repair_hint(path)}") from None
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: {'checkpoint not found' if not path.exists() else 'not a file'}")
     try:
         size = path.stat().st_size
+        with open(path, "rb") as handle:
+            start = handle.read(len(ZIP_MAGIC))
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if size == 0:
         raise CheckpointError(f"{path}: empty checkpoint file (0 bytes)")
     if zipfile.is_zipfile(path):
         _check_archive(path)
+    elif start == ZIP_MAGIC:  # a zip without its closing directory: the end of the file is missing
+        raise CheckpointError(f"{path}: {UNREADABLE}: the file ends early ({size} bytes; its zip directory is missing)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. torch's note on an unusual pickle protocol: the error says enough
@@ -172,7 +205,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"({refused.group(1)}); weights_only=True never runs them"
         ) from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere inside torch's reader
-        raise CheckpointError(f"{path}: {UNREADABLE}: {_first_line(exc)}") from None
+        raise CheckpointError(f"{path}: {UNREADABLE}: torch.load failed ({type(exc).__name__})") from None
     return Checkpoint.from_file_dict(path, data)
 
 
@@ -228,4 +261,8 @@ def model_from_checkpoint(checkpoint: Checkpoint, source: str | Path = "checkpoi
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SegmentationModel, Checkpoint]:
     """Load a checkpoint file and return (model in eval mode on ``device``, checkpoint)."""
     checkpoint = load_checkpoint(path)
-    return model_from_checkpoint(checkpoint, path).to(device).eval(), checkpoint
+    try:
+        model = model_from_checkpoint(checkpoint, path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{repair_hint(path)}") from None
+    return model.to(device).eval(), checkpoint

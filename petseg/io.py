@@ -206,16 +206,37 @@ def load_npy(
     if magic != NPY_MAGIC:
         what = "empty (0 bytes)" if not magic else "not a .npy array (no NumPy header: corrupt or truncated?)"
         raise DataError(f"{path}: {what}")
+    _check_npy_length(path)
     try:
         array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - a damaged header can fail deep inside NumPy's parser, any way
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path}: not a valid .npy array (corrupt or truncated?): {detail}") from None
+        raise DataError(
+            f"{path}: not a valid .npy array (corrupt?): NumPy cannot read it ({type(exc).__name__})"
+        ) from None
     if dtype is not None and array.dtype != np.dtype(dtype):
         raise DataError(f"{path}: expected dtype {np.dtype(dtype)}, found {array.dtype}")
     if ndim is not None and array.ndim != ndim:
         raise DataError(f"{path}: expected {ndim} dimensions, found shape {array.shape}")
     return array
+
+
+def _check_npy_length(path: Path) -> None:
+    """A .npy file must be as long as its header says (header, then rows x row bytes)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(handle)
+            expected = handle.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except Exception:  # noqa: BLE001 - ValueError, SyntaxError, ... from a damaged header
+        raise DataError(f"{path}: not a valid .npy array (its header is damaged)") from None
+    if dtype.hasobject:
+        raise DataError(f"{path}: not an array of numbers (it holds Python objects)")
+    if size < expected:
+        raise DataError(f"{path}: truncated ({size} of {expected} bytes; the file was cut short)")
 
 
 def read_table(path: str | Path, delimiter: str, stage: str, what: str) -> list[dict[str, str]]:
@@ -233,7 +254,7 @@ def read_table(path: str | Path, delimiter: str, stage: str, what: str) -> list[
 def parse_table(text: str, delimiter: str, source: str, stage: str, what: str) -> list[dict[str, str]]:
     """Rows of CSV/TSV ``text`` read from ``source`` (a file, or a file at a revision), checked as read_table does."""
     if text and not text.endswith("\n"):
-        raise DataError(f"{source}: truncated {what} (its last line is incomplete); re-run {stage}")
+        raise DataError(f"{source}: truncated {what} (its last line is incomplete); re-run it: dvc repro {stage}")
     try:
         return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:

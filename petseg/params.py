@@ -31,6 +31,9 @@ JITTER = Float(ge=0.0, lt=1.0)
 MD5 = Str(r"[0-9a-fA-F]{32}", "an md5 hex digest (32 hex digits)")
 DEVICE = Str(r"auto|cpu|mps|cuda(:[0-9]+)?", "auto, cpu, mps, cuda or cuda:N")
 THRESHOLD = Float(gt=0.0, lt=1.0)
+# batch norm needs two values per channel in training; the deepest feature maps of the models are 1 x 1
+# at the smallest data.image_size (32), so each process's batch must hold two images
+MIN_BATCH_PER_PROCESS = 2
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,16 @@ def _cross_checks(params: Params) -> None:
             raise ParamsError(
                 f"models.{name}.batch_size = {batch} is invalid; it is the global batch and must be "
                 f"divisible by train.nproc_per_node = {nproc}"
+            )
+        if batch // nproc < MIN_BATCH_PER_PROCESS:
+            least = MIN_BATCH_PER_PROCESS * nproc
+            allowed, shared = f"{least} or more", ""
+            if nproc > 1:
+                allowed = f"a multiple of {nproc}, at least {least}"
+                shared = f"; with train.nproc_per_node = {nproc} each process trains on {batch // nproc} image"
+            raise ParamsError(
+                f"models.{name}.batch_size = {batch} is invalid{shared}; batch norm needs at least "
+                f"{MIN_BATCH_PER_PROCESS} images per process and batch (allowed: {allowed})"
             )
 
 

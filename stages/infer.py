@@ -51,7 +51,8 @@ def main() -> None:
     from petseg.inference import infer_folder
 
     output = args.output
-    if output is None and args.model is None:  # the pipeline's own run
+    pipeline = output is None and args.model is None  # the pipeline's own run: its DVC output, rebuilt whole
+    if pipeline:
         output = paths.predictions_dir(section.model)
     infer_folder(
         args.model or section.model,
@@ -64,6 +65,7 @@ def main() -> None:
         raw_dir=args.raw,
         device=args.device,
         progress=not args.no_progress,
+        rebuild=pipeline,
     )
 
 

@@ -174,7 +174,7 @@ def test_per_image_table_and_metrics_match_numpy(workspace: Path) -> None:
     assert len(last.epoch_seconds) == 2 and unet["train_seconds_per_epoch"] == round(
         float(np.median(last.epoch_seconds)), 2
     )
-    assert unet["eval_images_per_s"] > 0
+    assert "eval_images_per_s" not in unet  # a run-to-run timing: benchmarks/speed.py measures it
 
 
 def test_gflops_count_one_forward_pass(workspace: Path) -> None:

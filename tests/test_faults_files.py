@@ -288,7 +288,7 @@ def npy_bytes(array: np.ndarray) -> bytes:
 @pytest.mark.parametrize("name,damage,complaint", [
     ("images.npy", lambda b: b"", "empty (0 bytes)"),
     ("images.npy", lambda b: b[:60], "not a valid .npy array"),
-    ("images.npy", lambda b: b[: len(b) // 2], "not a valid .npy array (corrupt or truncated?)"),
+    ("images.npy", lambda b: b[: len(b) // 2], "truncated (12352 of 24704 bytes; the file was cut short)"),
     ("images.npy", lambda b: b"PK\x03\x04" + b[4:], "no NumPy header"),
     ("images.npy", lambda b: b.replace(b"(8, 32, 32, 3)", b"(8, 32, 32, 3 ", 1), "not a valid .npy array"),  # header
     ("masks.npy", lambda b: npy_bytes(np.zeros((8, 32, 32), np.float32)), "expected dtype uint8, found float32"),
@@ -333,6 +333,7 @@ def test_damaged_cache_files_are_named_by_evaluate_and_train(tmp_path: Path, nam
         )
     for info, split in ((evaluated, "test"), (trained, "train")):
         assert str(info.value).startswith(f"{cache / split / name}: ") and complaint in str(info.value)
+        assert str(info.value).endswith("; re-create the cache with dvc repro preprocess")
     assert not (tmp_path / "metrics").exists() and not (tmp_path / "out" / "last.pt").exists()
 
 
@@ -340,7 +341,7 @@ def test_damaged_training_logs_and_tables_are_named_by_plot(tmp_path: Path) -> N
     log = tmp_path / "dice.tsv"
     whole = "timestamp\tstep\tdice\n1\t1\t0.5\n2\t2\t0.6\n3\t3\t0.7\n"
     log.write_text(whole[:-3])  # cut mid-number: "0.7" became "0"
-    truncated = rf"^{log}: truncated the metric log \(its last line is incomplete\); re-run train_unet"
+    truncated = rf"^{log}: truncated the metric log \(its last line is incomplete\); re-run it: dvc repro train_unet"
     with pytest.raises(DataError, match=truncated):
         read_metric(log, "train_unet")
     log.write_text(whole + "4\t1\t0.2\n")  # a second run's rows appended to the first's

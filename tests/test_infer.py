@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -310,3 +311,42 @@ def test_flip_tta_is_the_predict_path_of_evaluation(checkpoint: Path, messy: Pat
             changed += int((np.asarray(a) != np.asarray(b)).sum())
             assert set(np.unique(np.asarray(b)).tolist()) <= {0, 255}
     assert changed > 0
+
+
+def test_a_rebuilt_output_folder_holds_only_this_run_and_survives_a_failed_one(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(photo(64, 48)).save(images / "cat.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old_mask.png").write_bytes(b"from an earlier run")
+    infer_folder(checkpoint, images, out, device="cpu", progress=False, rebuild=True)
+    assert sorted(p.name for p in out.iterdir()) == ["cat_mask.png", "cat_panel.png"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (images / "cat.jpg").write_text("no longer an image")
+    with pytest.raises(DataError, match="no readable image"):
+        infer_folder(checkpoint, images, out, device="cpu", progress=False, rebuild=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]  # no temporary folder left
+
+
+def test_a_model_name_must_find_that_model_in_its_checkpoint(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    swapped = Path("models/resnet34_unet/best.pt")
+    swapped.parent.mkdir(parents=True)
+    shutil.copyfile(checkpoint, swapped)  # a unet checkpoint where the resnet34_unet one belongs
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(photo(64, 48)).save(images / "cat.jpg")
+    with pytest.raises(CheckpointError) as info:
+        infer_folder("resnet34_unet", images, device="cpu", progress=False, rebuild=True)
+    assert str(info.value) == (
+        "models/resnet34_unet/best.pt: holds a unet model, expected resnet34_unet; restore the pipeline's copy with "
+        "dvc checkout --force models/resnet34_unet/best.pt, or delete it and retrain with dvc repro train_resnet"
+    )
+    assert not Path("predictions").exists()
+    infer_folder(swapped, images, tmp_path / "out", device="cpu", progress=False)  # a file is taken as it is

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_type_hints
 
 import pytest
 import yaml
@@ -131,3 +132,52 @@ def test_stage_params_accept_dvc_style_overrides(tmp_path: Path):
     params["train"]["lr"] = 3e-4
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert load_params(tmp_path / "params.yaml").train.lr == 3e-4
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"models.resnet34_unet.batch_size": 1}, "models.resnet34_unet.batch_size = 1 is invalid; batch norm needs"),
+        ({"models.unet.batch_size": 1}, r"models.unet.batch_size = 1 is invalid; .*\(allowed: 2 or more\)"),
+        (
+            {"train.nproc_per_node": 2, "models.unet.batch_size": 2, "models.resnet34_unet.batch_size": 4},
+            r"models.unet.batch_size = 2 is invalid; with train.nproc_per_node = 2 each process trains on 1 image; "
+            r".*\(allowed: a multiple of 2, at least 4\)",
+        ),
+    ],
+)
+def test_a_batch_of_one_image_per_process_is_refused(overrides, message):
+    with pytest.raises(ParamsError, match=message):
+        validate(with_overrides(default_params(), overrides))
+
+
+def test_two_images_per_process_are_accepted():
+    params = validate(
+        with_overrides(
+            default_params(),
+            {"train.nproc_per_node": 2, "models.unet.batch_size": 4, "models.resnet34_unet.batch_size": 4},
+        )
+    )
+    assert params.models.unet.batch_size == 4
+
+
+def test_every_model_trains_at_the_smallest_image_size_and_batch_the_schema_accepts():
+    import torch
+
+    from petseg.models import MODELS, build_model
+    from petseg.params import MIN_BATCH_PER_PROCESS, DataParams, _rule, as_dict
+
+    size_rule = _rule(get_type_hints(DataParams, include_extras=True)["image_size"])
+    smallest = size_rule.min
+    with pytest.raises(ParamsError, match="data.image_size"):
+        validate(with_overrides(default_params(), {"data.image_size": smallest - size_rule.multiple_of}))
+    for name, info in MODELS.items():
+        multiple = info.load_class().size_multiple
+        assert smallest % multiple == 0 and size_rule.multiple_of % multiple == 0, name  # every accepted size fits
+        torch.manual_seed(0)
+        model = build_model(name, **as_dict(load_params(REPO / "params.yaml").models.section(name))).train()
+        images = torch.rand(MIN_BATCH_PER_PROCESS, 3, smallest, smallest)
+        model(images).mean().backward()  # batch norm in training mode takes it
+        if smallest == multiple:  # the deepest maps are 1 x 1: a batch of one is what the schema refuses
+            with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+                model(images[:1])

@@ -53,7 +53,6 @@ METRIC_KEYS = {
     "dice_mean_dog",
     "parameters",
     "gflops",
-    "eval_images_per_s",
     "train_seconds_per_epoch",
 }
 

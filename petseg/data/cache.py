@@ -32,6 +32,7 @@ LABELS_FILE = "labels.csv"
 LABEL_COLUMNS = ("name", "class_id", "species", "breed_id")
 
 ARRAYS = ("images", "masks", "trimaps")
+REPAIR = "re-create the cache with dvc repro preprocess"
 
 
 @dataclass(frozen=True)
@@ -62,30 +63,33 @@ def load_split(cache_dir: str | Path, split: str, *, mmap: bool = True) -> Split
     directory = split_dir(cache_dir, split)
     if not directory.is_dir():
         raise DataError(f"{directory}: cache split not found; run the preprocess stage (dvc repro preprocess)")
-    images = load_npy(directory / "images.npy", mmap=mmap, dtype=np.uint8, ndim=4)
-    masks = load_npy(directory / "masks.npy", mmap=mmap, dtype=np.uint8, ndim=3)
-    trimaps = load_npy(directory / "trimaps.npy", mmap=mmap, dtype=np.uint8, ndim=3)
+    try:
+        images = load_npy(directory / "images.npy", mmap=mmap, dtype=np.uint8, ndim=4)
+        masks = load_npy(directory / "masks.npy", mmap=mmap, dtype=np.uint8, ndim=3)
+        trimaps = load_npy(directory / "trimaps.npy", mmap=mmap, dtype=np.uint8, ndim=3)
+    except DataError as exc:
+        raise DataError(f"{exc}; {REPAIR}") from None
     names_path = directory / "names.txt"
     try:
         names = names_path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise DataError(f"{names_path}: file not found") from None
+        raise DataError(f"{names_path}: file not found; {REPAIR}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{names_path}: cannot read: {exc}") from None
+        raise DataError(f"{names_path}: cannot read: {exc}; {REPAIR}") from None
 
     n, height, width, channels = images.shape
     if channels != 3 or height != width:
-        raise DataError(f"{directory / 'images.npy'}: expected N x S x S x 3 images, found shape {images.shape}")
+        raise DataError(
+            f"{directory / 'images.npy'}: expected N x S x S x 3 images, found shape {images.shape}; {REPAIR}"
+        )
     for label, array in (("masks.npy", masks), ("trimaps.npy", trimaps)):
         if array.shape != (n, height, width):
             raise DataError(
                 f"{directory / label}: shape {array.shape} does not match images.npy {images.shape}; "
-                "the cache is inconsistent, re-run preprocess"
+                f"the cache is inconsistent; {REPAIR}"
             )
     if len(names) != n:
-        raise DataError(
-            f"{names_path}: {len(names)} names for {n} images; the cache is inconsistent, re-run preprocess"
-        )
+        raise DataError(f"{names_path}: {len(names)} names for {n} images; the cache is inconsistent; {REPAIR}")
     return Split(directory, images, masks, trimaps, names, _read_labels(directory / LABELS_FILE, names))
 
 
@@ -108,10 +112,10 @@ def _read_labels(path: Path, names: list[str]) -> list[ListEntry] | None:
         ]
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(
-            f"{path}: not a labels table with columns {','.join(LABEL_COLUMNS)} ({exc!r}); re-run preprocess"
+            f"{path}: not a labels table with columns {','.join(LABEL_COLUMNS)} ({exc!r}); {REPAIR}"
         ) from None
     if [entry.name for entry in entries] != names:
-        raise DataError(f"{path}: its names differ from names.txt; the cache is inconsistent, re-run preprocess")
+        raise DataError(f"{path}: its names differ from names.txt; the cache is inconsistent; {REPAIR}")
     return entries
 
 

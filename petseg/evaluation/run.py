@@ -37,8 +37,7 @@ log = logging.getLogger(__name__)
 METRIC_KEYS = (
     "dice_mean", "dice_median", "dice_std", "dice_min", "dice_max", "iou_mean", "dice_pooled", "pixel_accuracy",
     "n_images", "threshold", "tta", "checkpoint_epoch", "checkpoint_val_dice", "dice_mean_ignore_border",
-    "boundary_iou_mean", "dice_mean_cat", "dice_mean_dog", "parameters", "gflops", "eval_images_per_s",
-    "train_seconds_per_epoch",
+    "boundary_iou_mean", "dice_mean_cat", "dice_mean_dog", "parameters", "gflops", "train_seconds_per_epoch",
 )  # fmt: skip
 
 

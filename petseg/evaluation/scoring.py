@@ -17,7 +17,6 @@ petseg.predict, in exact float32.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from petseg.checkpoint import check_model_name
 from petseg.data.cache import Split
 from petseg.data.layout import BREEDS
 from petseg.errors import CheckpointError, DataError
@@ -135,8 +135,8 @@ def evaluate_checkpoint(
     predictor = Predictor(path, device, tta=config.tta)
     checkpoint = predictor.checkpoint
     name = checkpoint.model_name
-    if expected_model is not None and name != expected_model:
-        raise CheckpointError(f"{path}: holds a {name} model, expected {expected_model}")
+    if expected_model is not None:
+        check_model_name(checkpoint, path, expected_model)
     if checkpoint.image_size != split.image_size:
         raise CheckpointError(
             f"{path}: trained on {checkpoint.image_size}px images but the test cache {split.directory} holds "
@@ -145,7 +145,6 @@ def evaluate_checkpoint(
     if len(split) == 0:
         raise DataError(f"{split.directory}: the test split is empty; nothing to evaluate")
     counts, scores, packed = [], {"ignore_border": [], "boundary": []}, []
-    started = time.perf_counter()
     for start, probabilities in predictor.batches(split.images, config.batch_size):
         predicted = (probabilities > config.threshold)[:, 0]
         rows = slice(start, start + len(predicted))
@@ -155,7 +154,6 @@ def evaluate_checkpoint(
         scores["ignore_border"].append(dice_ignoring(predicted, truth, border).cpu())
         scores["boundary"].append(boundary_iou(predicted, truth).cpu())
         packed.append(np.packbits(predicted.flatten(1).cpu().numpy(), axis=1))
-    seconds = time.perf_counter() - started
     counts_tensor = torch.cat(counts)
     labels = split.labels or [None] * len(split)
     table = PerImage(
@@ -178,7 +176,6 @@ def evaluate_checkpoint(
             "checkpoint_val_dice": checkpoint.val_dice,
             "parameters": count_parameters(predictor.model),
             "gflops": float(f"{forward_gflops(predictor.model, split.image_size):.4g}"),
-            "eval_images_per_s": round(len(split) / seconds, 1),
             "train_seconds_per_epoch": round(statistics.median(epoch_seconds), 2) if epoch_seconds else None,
         }
     )

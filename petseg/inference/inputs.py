@@ -34,12 +34,18 @@ MAX_STEM = 100  # characters
 MAX_STEM_BYTES = 200  # UTF-8 bytes, leaving room for suffixes
 
 
+def named_model(model: str | Path) -> str | None:
+    """The model name ``model`` stands for (a registry name that is not a file), or None for a checkpoint file."""
+    text = str(model)
+    return text if text in MODEL_NAMES and not Path(text).is_file() else None
+
+
 def resolve_checkpoint(model: str | Path, models_dir: str | Path = paths.MODELS_DIR) -> Path:
     """A checkpoint path, or a model name meaning ``models_dir/<name>/best.pt``; it must exist."""
-    text = str(model)
-    if text in MODEL_NAMES and not Path(text).is_file():
-        return paths.best_checkpoint(text, models_dir)
-    path = Path(text)
+    name = named_model(model)
+    if name is not None:
+        return paths.best_checkpoint(name, models_dir)
+    path = Path(model)
     if not path.is_file():
         raise CheckpointError(
             f"{path}: checkpoint not found (give a checkpoint file or a model name: {', '.join(MODEL_NAMES)})"

@@ -26,6 +26,7 @@ at an output name is replaced, never written through.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -39,13 +40,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from petseg import paths
-from petseg.checkpoint import load_checkpoint
+from petseg.checkpoint import check_model_name, load_checkpoint
 from petseg.data import imaging
-from petseg.data.layout import TEST_LIST, TRIMAPS_DIR
+from petseg.data.layout import TEST_LIST, TRIMAPS_DIR, building_dir
 from petseg.errors import DataError
 from petseg.inference.inputs import (
     default_trimaps_dir,
     folder_images,
+    named_model,
     output_names,
     raw_test_images,
     resolve_checkpoint,
@@ -149,19 +151,46 @@ def infer_images(
     batch_size: int = 8,
     progress: bool = True,
     source: str = "the input",
+    expected_model: str | None = None,
+    rebuild: bool = False,
 ) -> InferenceResult:
     """Predict a mask and a panel for each input image; unusable files are skipped and reported.
 
-    Raises DataError when no input is given or none is a readable image.
+    ``expected_model``: the model the checkpoint must hold. ``rebuild``: the
+    output folder is built anew beside its place and swapped in whole, so it
+    holds exactly this run's outputs (nothing left from an earlier run), and a
+    failed run leaves the previous folder as it was. Raises DataError when no
+    input is given or none is a readable image.
     """
     output_dir = Path(output_dir)
     trimaps = Path(trimaps_dir) if trimaps_dir is not None else None
     if not inputs:
         raise DataError(f"{source}: no files to run inference on")
     predictor = Predictor(checkpoint, device, tta=tta)
+    if expected_model is not None:
+        check_model_name(predictor.checkpoint, checkpoint, expected_model)
+    if not rebuild:
+        remove_stale_temps(output_dir)  # left by a run that was killed mid-write
+    with building_dir(output_dir) if rebuild else contextlib.nullcontext(output_dir) as target:
+        result = _infer_all(predictor, inputs, Path(target), threshold, jpeg_draft, trimaps, batch_size, progress)
+        result.output_dir, result.written = output_dir, [output_dir / path.name for path in result.written]
+        if not result.written:
+            raise DataError(f"{source}: no readable image among {len(inputs)} file(s); {result.summary()}")
+    return result
+
+
+def _infer_all(
+    predictor: Predictor,
+    inputs: Sequence[Path],
+    output_dir: Path,
+    threshold: float,
+    jpeg_draft: bool,
+    trimaps: Path | None,
+    batch_size: int,
+    progress: bool,
+) -> InferenceResult:
     size = predictor.image_size
     names = output_names(list(inputs))
-    remove_stale_temps(output_dir)  # left by a run that was killed mid-write
     result = InferenceResult(output_dir)
     pending: list[_Item] = []
 
@@ -191,8 +220,6 @@ def infer_images(
             flush()
     flush()
     bar.close()
-    if not result.written:
-        raise DataError(f"{source}: no readable image among {len(inputs)} file(s); {result.summary()}")
     return result
 
 
@@ -208,13 +235,17 @@ def infer_folder(
     raw_dir: str | Path = paths.RAW_DIR,
     device: str = "auto",
     progress: bool = True,
+    rebuild: bool = False,
 ) -> InferenceResult:
     """Run :func:`infer_images` on a folder, or on the raw data's test images when ``input_dir`` is None.
 
-    ``output_dir`` None means ``predictions/<model name of the checkpoint>``.
-    Ground truth comes from ``trimaps_dir``, else from ``annotations/trimaps``
-    beside the images folder when it exists.
+    ``checkpoint`` is a file, or a model name (its ``models/<name>/best.pt``,
+    which must then hold that model). ``output_dir`` None means
+    ``predictions/<model name>``. Ground truth comes from ``trimaps_dir``, else
+    from ``annotations/trimaps`` beside the images folder when it exists.
+    ``rebuild``: see :func:`infer_images`.
     """
+    expected = named_model(checkpoint)
     checkpoint = resolve_checkpoint(checkpoint)
     if input_dir is None:
         inputs, source = raw_test_images(raw_dir), str(Path(raw_dir) / TEST_LIST)
@@ -224,9 +255,9 @@ def infer_folder(
         trimaps = trimaps_dir if trimaps_dir is not None else default_trimaps_dir(input_dir)
     if trimaps is not None and not Path(trimaps).is_dir():
         raise DataError(f"{trimaps}: trimaps folder not found")
-    output_dir = Path(
-        output_dir if output_dir is not None else paths.predictions_dir(load_checkpoint(checkpoint).model_name)
-    )
+    if output_dir is None:
+        output_dir = paths.predictions_dir(expected or load_checkpoint(checkpoint).model_name)
+    output_dir = Path(output_dir)
     if input_dir is not None and output_dir.resolve() == Path(input_dir).resolve():
         raise DataError(f"{output_dir}: the output folder must differ from the input folder")
     result = infer_images(
@@ -240,6 +271,8 @@ def infer_folder(
         device=device,
         progress=progress,
         source=source,
+        expected_model=expected,
+        rebuild=rebuild,
     )
     log.info("infer: %s", result.summary())
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from petseg.data.layout import building_dir
 from petseg.errors import DataError
 from petseg.io import read_table
 
@@ -59,18 +60,29 @@ def _open_live(directory: Path):
 
 
 class EpochLog:
-    """Per-epoch metrics through DVCLive, rebuilt from the checkpoint history when opened."""
+    """Per-epoch metrics through DVCLive, the whole log rebuilt from the checkpoint history at every write.
+
+    Each write builds the log in a temporary folder beside ``directory`` and
+    swaps it into place, so the folder always holds one whole log (never a half
+    or a mixed one, never a file a previous run left), and a run that stops
+    before its first epoch is done leaves the previous log exactly as it was.
+    """
 
     def __init__(self, directory: Path | None, history: list[dict[str, float]]):
-        self.live = None
-        if directory is None:
-            return
-        self.live = _open_live(directory)
-        for record in history:
-            self._write(record, history)
+        self.directory = directory
+        self.history = history
+        self.written = False
 
-    def _write(self, record: dict[str, float], history: list[dict[str, float]]) -> None:
-        live = self.live
+    def _rebuild(self, history: list[dict[str, float]]) -> None:
+        with building_dir(self.directory) as temp:
+            live = _open_live(temp)
+            for record in history:
+                self._write(live, record, history)
+            live.end()
+        self.written = True
+
+    @staticmethod
+    def _write(live, record: dict[str, float], history: list[dict[str, float]]) -> None:
         live.step = int(record["epoch"])  # the logs' step column is the epoch number, from 1
         for key in EPOCH_METRICS:
             live.log_metric(key, record[key])
@@ -80,12 +92,15 @@ class EpochLog:
         live.next_step()
 
     def append(self, record: dict[str, float], history: list[dict[str, float]]) -> None:
-        if self.live is not None:
-            self._write(record, history)
+        """Log one more epoch (``record`` is the last of ``history``)."""
+        self.history = history
+        if self.directory is not None:
+            self._rebuild(history)
 
     def close(self) -> None:
-        if self.live is not None:
-            self.live.end()
+        """A run that had nothing left to do still leaves the log of its checkpoint's history."""
+        if self.directory is not None and not self.written and self.history:
+            self._rebuild(self.history)
 
 
 @dataclass(frozen=True)

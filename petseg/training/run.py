@@ -104,16 +104,16 @@ def fit(
     return result
 
 
-def _load_splits(cache_dir: Path, context: DistContext) -> tuple[Split, Split]:
+def _load_splits(cache_dir: Path, context: DistContext, model_name: str, batch_size: int) -> tuple[Split, Split]:
     train_split, val_split = load_split(cache_dir, "train"), load_split(cache_dir, "val")
-    if len(train_split) == 0 or len(val_split) == 0:
+    if len(train_split) < batch_size:
         raise DataError(
-            f"{cache_dir}: the train and val splits must not be empty (train {len(train_split)}, val {len(val_split)})"
+            f"{train_split.directory}: the train split holds {len(train_split)} images, fewer than one batch of "
+            f"models.{model_name}.batch_size = {batch_size}; lower the batch size or use more training data"
         )
-    if min(len(train_split), len(val_split)) < context.world_size:
+    if len(val_split) < max(1, context.world_size):
         raise DataError(
-            f"{cache_dir}: every one of the {context.world_size} processes needs train and val images "
-            f"(train {len(train_split)}, val {len(val_split)})"
+            f"{val_split.directory}: {len(val_split)} val images, fewer than the {context.world_size} processes"
         )
     return train_split, val_split
 
@@ -187,7 +187,7 @@ def _fit(
 ) -> FitResult:
     configure_device(device)
     batch_size = model_params.batch_size
-    train_split, val_split = _load_splits(cache_dir, context)
+    train_split, val_split = _load_splits(cache_dir, context, model_name, batch_size)
     image_size = train_split.image_size
     precision = resolve_precision(config.precision, device)
     compiled, compile_reason = resolve_compile(config.compile, device)
