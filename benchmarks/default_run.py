@@ -53,10 +53,26 @@ def repro_stages(project: Path, stages: Iterable[str]) -> dict[str, float]:
     return seconds
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (/proc/cpuinfo), or the platform's word for it."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:  # the generation, where the name alone does not say it
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
 def machine() -> dict[str, object]:
     """What a timing depends on: cores, CPU, its native bf16 (and why), torch."""
     native, why = cpu_native_bf16()
     return {
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
