@@ -240,20 +240,33 @@ def test_readme_tables_fit_a_120_column_terminal(project: Path, question: str):
     assert "lr-small" in done.stdout
 
 
-def test_queued_sweep_runs_and_shows(project: Path):
-    # An evaluate-only sweep: the queue's workspaces take the trained models from the cache, so
-    # the queue is tested without training twice more (training under `dvc exp run` is tested above).
-    run(project, "dvc", "exp", "run", "--queue", "-S", "evaluate.threshold=0.3,0.6")
-    run(project, "dvc", "queue", "start")
-    deadline = time.monotonic() + 600
+def test_queued_seeds_make_replicates_that_compare_reads(project: Path):
+    """Two seeds of the committed recipe through DVC's queue with two workers, then the seed study over them."""
+    run(project, "git", "checkout", "--", ".")  # the workspace back at the commit (lr-small's run was applied)
+    run(project, "dvc", "checkout", "--force")
+    run(project, "dvc", "exp", "run", "--queue", "-S", "train.seed=0,1")
+    run(project, "dvc", "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         status = run(project, "dvc", "queue", "status")
         if not re.search(r"\b(Queued|Running)\b", status):
             break
         time.sleep(3)
     run(project, "dvc", "queue", "stop", "--kill")
-    assert "Success" in status and "Failed" not in status, status
-    shown = json.loads(run(project, "dvc", "exp", "show", "--json"))
-    text = json.dumps(shown)
-    assert text.count('"threshold": 0.3') >= 1 and text.count('"threshold": 0.6') >= 1
-    assert '"dice_mean"' in text
+    assert status.count("Success") >= 2 and "Failed" not in status, status
+    shown = json.dumps(json.loads(run(project, "dvc", "exp", "show", "--json")))
+    assert '"seed": 0' in shown and '"seed": 1' in shown
+    report_file = project / "study.json"
+    output = run(
+        project, sys.executable, "stages/compare.py", "--experiments", "--by", "train.lr", "--json", str(report_file)
+    )
+    report = json.loads(report_file.read_text())
+    groups = {group["name"]: group for group in report["groups"]}
+    # the commit's own run (seed 42) and the two queued seeds are one recipe; lr-small (seed 42) is another
+    assert sorted(groups["train.lr=0.003"]["seeds"]) == [0, 1, 42] and groups["train.lr=0.0003"]["seeds"] == [42]
+    within = [d for d in report["differences"] if d["model"] is None and d.get("group") == "train.lr=0.003"]
+    assert {d["metric"] for d in within} == {"dice_mean", "boundary_iou_mean"}
+    assert all(d["n_seeds_a"] == 3 and d["includes_training_noise"] for d in within)
+    between = [d for d in report["differences"] if d["model"] is not None]
+    assert between and all(not d["includes_training_noise"] for d in between)  # lr-small has one seed
+    assert "one seed a side" in output
