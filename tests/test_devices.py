@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +32,7 @@ from petseg.training import fit
 from petseg.training.batches import SplitTensors, epoch_batches
 from petseg.training.loops import train_one_epoch
 from tests.cachemaker import write_cache
-from tests.paramsfile import augmentation, evaluate_params, train_params, unet
+from tests.paramsfile import REPO, augmentation, evaluate_params, train_params, unet
 
 CPU = torch.device("cpu")
 UNET = unet(base_channels=4, batch_size=8)
@@ -206,3 +211,25 @@ def test_prediction_input_is_channels_last_on_cpu_and_contiguous_elsewhere():
     on_cpu = model_input(pixels, CPU)
     assert on_cpu.is_contiguous(memory_format=torch.channels_last) and not on_cpu.is_contiguous()
     assert model_input(pixels, torch.device("meta")).is_contiguous()  # MPS and any other device
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_keeps_its_finished_phases_when_interrupted(tmp_path: Path):
+    output = tmp_path / "gpu.json"
+    command = [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--quick", "--output", str(output)]
+    check = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE)
+    try:
+        assert check.stdout is not None
+        for line in check.stdout:  # interrupt once a phase after the setup has finished
+            if line.startswith(b"gpu_check: speed: "):
+                check.send_signal(signal.SIGTERM)
+                break
+        assert check.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        check.kill()
+    results = json.loads(output.read_text())
+    phases = results["phases"]
+    assert phases["setup"]["status"] == phases["speed"]["status"] == "done", phases
+    assert phases["speed"]["unet"]["train_images_per_s"] > 0 and phases["compile"]["status"].startswith("skipped")
+    assert results["interrupted"] == "SIGTERM"
+    assert phases.get("precision", {"status": "interrupted by SIGTERM"})["status"] == "interrupted by SIGTERM"
