@@ -92,8 +92,8 @@ def test_uploaded_and_memory_mapped_splits_give_the_same_batches_and_weights(cac
     split = load_split(cache, "train")
     mapped = SplitTensors(split, CPU)
     uploaded = SplitTensors(split, CPU)  # as on a GPU with room for the split
-    uploaded.images = torch.from_numpy(np.ascontiguousarray(split.images))
-    uploaded.masks = torch.from_numpy(np.ascontiguousarray(split.masks))
+    uploaded.images = torch.from_numpy(np.array(split.images))
+    uploaded.masks = torch.from_numpy(np.array(split.masks))
     batches = epoch_batches(len(split), 8, seed=0, epoch=0)
     assert any((np.diff(batch) < 0).any() for batch in batches)  # shuffled: sorted reads must be undone
     for batch in batches:

@@ -231,7 +231,7 @@ def _fit(
         SplitTensors(train_split, device, channels_last),
         SplitTensors(val_split, device, channels_last),
     )
-    in_memory = out_of_memory_explained(device, model_name, batch_size, image_size, f"models.{model_name}.batch_size")
+    oom = out_of_memory_explained(device, model_name, batch_size, image_size, f"models.{model_name}.batch_size")
     epochs_run = 0
     for epoch in range(state.epoch + 1, config.epochs + 1):  # numbered from 1
         batches = epoch_batches(len(train_split), batch_size, config.seed, epoch - 1, context)
@@ -245,7 +245,7 @@ def _fit(
             dynamic_ncols=True,
         )
         lr, started = current_lr(optimizer), time.perf_counter()
-        train_stats = in_memory(train_one_epoch)(
+        train_stats = oom(train_one_epoch)(
             train_model,
             train_data,
             batches,
@@ -261,9 +261,7 @@ def _fit(
         )
         bar.close()
         context.broadcast_buffers(model)  # validate the model that rank 0 saves
-        val_stats = in_memory(validate)(
-            train_model, val_data, batch_size, loss_fn, precision=precision, context=context
-        )
+        val_stats = oom(validate)(train_model, val_data, batch_size, loss_fn, precision=precision, context=context)
         if scheduler is not None and not per_batch:
             step_epoch_scheduler(scheduler, val_stats.dice)
         record = epoch_record(epoch, train_stats.loss, train_stats.dice, val_stats.loss, val_stats.dice, lr)
