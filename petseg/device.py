@@ -26,29 +26,30 @@ def resolve_device(name: str = "auto", *, param: str = "train.device") -> torch.
     return device
 
 
-def configure_device(device: torch.device, *, deterministic: bool = False) -> None:
-    """Backend switches that make the device fast: TF32 and cuDNN autotuning on CUDA, a steady heap on CPU."""
+def configure_device(device: torch.device) -> None:
+    """Backend switches that make the device fast: TF32 and cuDNN autotuning on CUDA, a steady heap on CPU.
+
+    cuDNN's autotuning (and its non-deterministic kernels) is why a resumed CUDA run matches an uninterrupted
+    one only to run-to-run noise (docs/devices.md); on the CPU a resumed run is exact.
+    """
     if device.type == "cpu":
         tune_cpu_allocator()
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cudnn.deterministic = deterministic
-
-
-# where torch.compile measurably sped training up (benchmarks/speed.py measures it on the CPU;
-# benchmarks/gpu_check.py on CUDA): `train.compile: auto` compiles only there
-COMPILE_HELPS = frozenset()
+        torch.backends.cudnn.benchmark = True
 
 
 def resolve_compile(setting: bool | str, device: torch.device) -> tuple[bool, str]:
-    """Whether to torch.compile the model (``train.compile``), and why."""
+    """Whether to torch.compile the model (``train.compile``), and why.
+
+    ``auto`` is off on every device: torch.compile measured slower than eager on the CPU (benchmarks/speed.py,
+    benchmarks/RESULTS.md) and has not been measured on CUDA or MPS (benchmarks/gpu_check.py measures CUDA).
+    """
     if setting != "auto":
         return bool(setting), f"train.compile: {str(setting).lower()}"
-    if device.type in COMPILE_HELPS:
-        return True, f"auto: torch.compile measured faster on {device.type}"
-    return False, f"auto: torch.compile not measured faster on {device.type}"
+    measured = "measured slower than eager" if device.type == "cpu" else "not measured faster"
+    return False, f"auto: off (torch.compile {measured} on {device.type})"
 
 
 def synchronize(device: torch.device) -> None:

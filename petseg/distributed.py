@@ -55,6 +55,15 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def global_batch(self, batch_size: int, param: str) -> int:
+        """``batch_size``, checked to split evenly over the processes (WORLD_SIZE, however torchrun was started)."""
+        if batch_size % self.world_size:
+            raise ParamsError(
+                f"{param} = {batch_size} is invalid; it is the global batch and must be divisible by the "
+                f"{self.world_size} processes torchrun started (WORLD_SIZE)"
+            )
+        return batch_size
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum a tensor over all ranks (in place, and returned)."""
         if self.enabled:

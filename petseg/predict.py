@@ -22,6 +22,8 @@ from petseg.checkpoint import load_model
 from petseg.data.imaging import as_model_input
 from petseg.device import resolve_device
 
+CHANNELS_LAST = ("cpu", "cuda")  # where channels_last is fast (and right); MPS gets contiguous tensors
+
 
 class Predictor:
     """A checkpoint's model ready to predict on one device: eval mode, channels_last where that is fast."""
@@ -29,7 +31,7 @@ class Predictor:
     def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "auto", *, tta: bool = False):
         self.device = device if isinstance(device, torch.device) else resolve_device(device, param="--device")
         self.model, self.checkpoint = load_model(checkpoint_path, self.device)
-        if self.device.type in ("cpu", "cuda"):
+        if self.device.type in CHANNELS_LAST:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.path = Path(checkpoint_path)
         self.tta = tta
@@ -40,7 +42,7 @@ class Predictor:
 
     def probabilities(self, pixels: np.ndarray) -> torch.Tensor:
         """Pet probabilities (float32 N x 1 x H x W, on the device) for uint8 N x H x W x 3 pixels."""
-        images = as_model_input(torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(self.device))
+        images = model_input(pixels, self.device)
         with exact_float32(self.device):
             return probabilities(self.model, images, tta=self.tta)
 
@@ -48,6 +50,15 @@ class Predictor:
         """(first index, probabilities) for consecutive batches of an N x H x W x 3 array (memmaps welcome)."""
         for start in range(0, len(pixels), batch_size):
             yield start, self.probabilities(pixels[start : start + batch_size])
+
+
+def model_input(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 N x H x W x 3 pixels as the model's input on ``device``: channels_last on CPU and CUDA, else contiguous.
+
+    MPS has computed wrong convolutions on channels_last-strided input (pytorch#180984).
+    """
+    images = as_model_input(torch.from_numpy(np.array(pixels, dtype=np.uint8)).to(device))
+    return images if device.type in CHANNELS_LAST else images.contiguous()
 
 
 @torch.inference_mode()

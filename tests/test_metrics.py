@@ -28,7 +28,7 @@ def test_per_image_dice_and_iou_match_numpy():
     truth[3] = False  # both empty -> 1
     pred[4] = False  # prediction empty, truth not -> 0
     counts = pixel_counts(torch.from_numpy(pred), torch.from_numpy(truth))
-    dice, iou = dice_from_counts(counts).numpy(), iou_from_counts(counts).numpy()
+    dice, iou = dice_from_counts(counts), iou_from_counts(counts)
     for i in range(20):
         expected_dice, expected_iou = numpy_dice_iou(pred[i], truth[i])
         assert dice[i] == pytest.approx(expected_dice, abs=1e-12)

@@ -11,7 +11,8 @@ Per image (the truth is trimap pet or boundary; the prediction is probability > 
 Pooled Dice counts the pixels of all test images at once; pixel accuracy is the
 share of all test pixels classified correctly. Species and breed come from the
 split lists (kept in the cache by preprocess). Probabilities come from
-petseg.predict, in exact float32.
+petseg.predict, in exact float32. Pixel counts are taken on the device (int64);
+the scores are float64 on the host (Apple's MPS has no float64).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from petseg.data.cache import Split
 from petseg.data.layout import BREEDS
 from petseg.errors import CheckpointError, DataError
 from petseg.evaluation.tables import PerImage
+from petseg.memory import out_of_memory_explained
 from petseg.metrics import TN, TP, boundary_iou, dice_from_counts, dice_ignoring, iou_from_counts, pixel_counts
 from petseg.models import count_parameters
 from petseg.params import EvaluateParams
@@ -82,7 +84,7 @@ def summarize(counts: np.ndarray, table: PerImage) -> dict[str, Any]:
         "dice_min": float(np.min(dice)),
         "dice_max": float(np.max(dice)),
         "iou_mean": float(np.mean(table.scores["iou"])),
-        "dice_pooled": float(dice_from_counts(torch.from_numpy(total)).item()),
+        "dice_pooled": float(dice_from_counts(total)),
         "pixel_accuracy": float((total[TP] + total[TN]) / total.sum()),
         "n_images": int(len(dice)),
         "dice_mean_ignore_border": float(np.mean(table.scores["dice_ignore_border"])),
@@ -145,29 +147,30 @@ def evaluate_checkpoint(
     if len(split) == 0:
         raise DataError(f"{split.directory}: the test split is empty; nothing to evaluate")
     counts, scores, packed = [], {"ignore_border": [], "boundary": []}, []
-    for start, probabilities in predictor.batches(split.images, config.batch_size):
-        predicted = (probabilities > config.threshold)[:, 0]
-        rows = slice(start, start + len(predicted))
-        truth = torch.from_numpy(np.array(split.masks[rows], dtype=np.uint8)).to(predictor.device).bool()
-        border = torch.from_numpy(np.array(split.trimaps[rows]) == BOUNDARY).to(predictor.device)
-        counts.append(pixel_counts(predicted, truth).cpu())
-        scores["ignore_border"].append(dice_ignoring(predicted, truth, border).cpu())
-        scores["boundary"].append(boundary_iou(predicted, truth).cpu())
-        packed.append(np.packbits(predicted.flatten(1).cpu().numpy(), axis=1))
-    counts_tensor = torch.cat(counts)
+    with out_of_memory_explained(predictor.device, name, config.batch_size, split.image_size, "evaluate.batch_size"):
+        for start, probabilities in predictor.batches(split.images, config.batch_size):
+            predicted = (probabilities > config.threshold)[:, 0]
+            rows = slice(start, start + len(predicted))
+            truth = torch.from_numpy(np.array(split.masks[rows], dtype=np.uint8)).to(predictor.device).bool()
+            border = torch.from_numpy(np.array(split.trimaps[rows]) == BOUNDARY).to(predictor.device)
+            counts.append(pixel_counts(predicted, truth).cpu().numpy())
+            scores["ignore_border"].append(dice_ignoring(predicted, truth, border))
+            scores["boundary"].append(boundary_iou(predicted, truth))
+            packed.append(np.packbits(predicted.flatten(1).cpu().numpy(), axis=1))
+    all_counts = np.concatenate(counts)
     labels = split.labels or [None] * len(split)
     table = PerImage(
         list(split.names),
         {
-            "dice": dice_from_counts(counts_tensor).numpy(),
-            "iou": iou_from_counts(counts_tensor).numpy(),
-            "dice_ignore_border": torch.cat(scores["ignore_border"]).numpy(),
-            "boundary_iou": torch.cat(scores["boundary"]).numpy(),
+            "dice": dice_from_counts(all_counts),
+            "iou": iou_from_counts(all_counts),
+            "dice_ignore_border": np.concatenate(scores["ignore_border"]),
+            "boundary_iou": np.concatenate(scores["boundary"]),
         },
         [label.breed if label is not None else None for label in labels],
         [label.species_name if label is not None else None for label in labels],
     )
-    summary = summarize(counts_tensor.numpy(), table)
+    summary = summarize(all_counts, table)
     summary.update(
         {
             "threshold": float(config.threshold),
@@ -180,4 +183,4 @@ def evaluate_checkpoint(
         }
     )
     size = split.image_size
-    return ModelEvaluation(name, table, counts_tensor.numpy(), summary, np.concatenate(packed), (size, size))
+    return ModelEvaluation(name, table, all_counts, summary, np.concatenate(packed), (size, size))

@@ -21,7 +21,9 @@ class SplitTensors:
 
     On CUDA the whole split is uploaded once as uint8 when it fits in a third of
     the free memory; otherwise (and on CPU) each batch is gathered from the
-    memory-mapped arrays and copied over (pinned, non-blocking on CUDA).
+    memory-mapped arrays and copied over (pinned, non-blocking on CUDA). Either
+    way a batch holds the images in the order asked for, so the same seed gives
+    the same batches (and the same augmentation draws) whatever the memory.
     """
 
     def __init__(self, split: Split, device: torch.device, channels_last: bool = True):
@@ -32,7 +34,7 @@ class SplitTensors:
         self.masks: torch.Tensor | None = None
         if device.type == "cuda":
             needed = split.images.nbytes + split.masks.nbytes
-            free, _ = torch.cuda.mem_get_info(device)
+            free, _ = torch.cuda.mem_get_info(device.index if device.index is not None else torch.cuda.current_device())
             if needed < free / 3:
                 self.images = torch.from_numpy(np.ascontiguousarray(split.images)).to(device)
                 self.masks = torch.from_numpy(np.ascontiguousarray(split.masks)).to(device)
@@ -45,9 +47,9 @@ class SplitTensors:
             index = torch.from_numpy(indices).to(self.device, non_blocking=True)
             images, masks = self.images[index], self.masks[index]
         else:
-            order = np.sort(indices)  # sequential reads from the memory map
-            images = torch.from_numpy(self.split.images[order])
-            masks = torch.from_numpy(self.split.masks[order])
+            images, masks = (
+                torch.from_numpy(array) for array in read_in_order(indices, self.split.images, self.split.masks)
+            )
             if self.device.type == "cuda":
                 images = images.pin_memory().to(self.device, non_blocking=True)
                 masks = masks.pin_memory().to(self.device, non_blocking=True)
@@ -57,6 +59,14 @@ class SplitTensors:
         if not self.channels_last:
             images = images.contiguous()
         return images, masks.unsqueeze(1).float()
+
+
+def read_in_order(indices: np.ndarray, *arrays: np.ndarray) -> list[np.ndarray]:
+    """``array[indices]`` for each array, read from (memory-mapped) disk in sorted, sequential order."""
+    ascending = np.argsort(indices, kind="stable")
+    back = np.empty_like(ascending)
+    back[ascending] = np.arange(len(ascending))  # position of each requested index among the sorted ones
+    return [array[indices[ascending]][back] for array in arrays]
 
 
 def epoch_batches(

@@ -26,6 +26,7 @@ from petseg.distributed import DistContext, init_distributed, shutdown_distribut
 from petseg.errors import CheckpointError, DataError
 from petseg.io import remove_stale_temps
 from petseg.losses import get_loss
+from petseg.memory import out_of_memory_explained
 from petseg.models import architecture, build_model
 from petseg.params import TrainParams, as_dict
 from petseg.precision import resolve_precision
@@ -186,7 +187,7 @@ def _fit(
     progress: bool,
 ) -> FitResult:
     configure_device(device)
-    batch_size = model_params.batch_size
+    batch_size = context.global_batch(model_params.batch_size, f"models.{model_name}.batch_size")
     train_split, val_split = _load_splits(cache_dir, context, model_name, batch_size)
     image_size = train_split.image_size
     precision = resolve_precision(config.precision, device)
@@ -230,6 +231,7 @@ def _fit(
         SplitTensors(train_split, device, channels_last),
         SplitTensors(val_split, device, channels_last),
     )
+    oom = out_of_memory_explained(device, model_name, batch_size, image_size, f"models.{model_name}.batch_size")
     epochs_run = 0
     for epoch in range(state.epoch + 1, config.epochs + 1):  # numbered from 1
         batches = epoch_batches(len(train_split), batch_size, config.seed, epoch - 1, context)
@@ -243,7 +245,7 @@ def _fit(
             dynamic_ncols=True,
         )
         lr, started = current_lr(optimizer), time.perf_counter()
-        train_stats = train_one_epoch(
+        train_stats = oom(train_one_epoch)(
             train_model,
             train_data,
             batches,
@@ -259,7 +261,7 @@ def _fit(
         )
         bar.close()
         context.broadcast_buffers(model)  # validate the model that rank 0 saves
-        val_stats = validate(train_model, val_data, batch_size, loss_fn, precision=precision, context=context)
+        val_stats = oom(validate)(train_model, val_data, batch_size, loss_fn, precision=precision, context=context)
         if scheduler is not None and not per_batch:
             step_epoch_scheduler(scheduler, val_stats.dice)
         record = epoch_record(epoch, train_stats.loss, train_stats.dice, val_stats.loss, val_stats.dice, lr)
