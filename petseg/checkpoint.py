@@ -4,8 +4,9 @@ A :class:`Checkpoint` holds the weights (``model``, a state_dict) with what
 rebuilds the architecture through the registry (``model_name``,
 ``model_params``) and the image size it was trained at, so a checkpoint is all
 inference needs. Training checkpoints also hold the optimizer, scheduler,
-epoch, best score, per-epoch history, RNG states, the params used and the
-run's signature (what a run must share with it to continue it).
+epoch, best score, per-epoch history, RNG states and the run's signature
+(its model section and train params, image size and data: what a run must
+share with it to continue it).
 
 On disk it is a plain dict of tensors and primitive values (``format`` names
 the version), written atomically. Reading checks, before anything is built
@@ -64,9 +65,15 @@ class Checkpoint:
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None  # the fp16 gradient scaler's state
     rng: dict[str, Any] | None = None
-    signature: dict[str, Any] | None = None  # what a run must share with it to continue it
-    params: dict[str, Any] | None = None  # the model's and train params it was made with
+    signature: dict[str, Any] | None = None  # what a run must share with it to continue it: its whole params
     petseg_version: str | None = None
+
+    @property
+    def params(self) -> dict[str, Any] | None:
+        """The model's section and the train params it was made with (from the signature, stored once)."""
+        if self.signature is None:
+            return None
+        return {"model": self.signature["model"], "train": {**self.signature["train"], "epochs": self.epochs}}
 
     def to_file_dict(self) -> dict[str, Any]:
         """The dict written to disk (tensors kept as they are, not copied)."""

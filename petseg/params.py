@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from petseg.errors import ParamsError
-from petseg.models.registry import MODEL_NAMES
+from petseg.models.registry import MODEL_NAMES, MODELS
 from petseg.schema import URL, Bool, Choice, Float, Int, ListOf, OneOrMore, Rule, Str
 
 PROBABILITY = Float(ge=0.0, le=1.0)
@@ -90,27 +90,40 @@ class TrainParams:
     nproc_per_node: Annotated[int, Int(min=1)]
 
 
+# One section per model of the registry (petseg.models.registry names its dataclass): its
+# architecture options, named and defaulted exactly as its class's constructor, plus batch_size.
+# A params file without a model's section, or without one of its keys, takes these defaults.
+
+
 @dataclass(frozen=True)
 class UNetParams:
-    base_channels: Annotated[int, Int(min=1, max=512)]
-    batch_size: Annotated[int, Int(min=1)]
+    base_channels: Annotated[int, Int(min=1, max=512)] = 64
+    batch_size: Annotated[int, Int(min=1)] = 16
 
 
 @dataclass(frozen=True)
 class ResNet34UNetParams:
-    encoder_weights: Literal["imagenet"] | None
-    batch_size: Annotated[int, Int(min=1)]
+    encoder_weights: Literal["imagenet"] | None = None
+    batch_size: Annotated[int, Int(min=1)] = 32
 
 
-@dataclass(frozen=True)
-class ModelsParams:
-    """One section per model of the registry (petseg.models.registry), named alike."""
+def _model_sections() -> type:
+    """``ModelsParams``: a field per registered model, named alike, typed by its section's dataclass."""
+    fields = []
+    for info in MODELS.values():
+        section = globals().get(info.section)
+        if not dataclasses.is_dataclass(section):  # a registry entry without its section: a schema bug
+            raise TypeError(f"petseg.params has no dataclass {info.section} for models.{info.name} (see the registry)")
+        fields.append((info.name, section, dataclasses.field(default_factory=section)))
+    return dataclasses.make_dataclass(
+        "ModelsParams",
+        fields,
+        frozen=True,
+        namespace={"section": lambda self, model_name: getattr(self, model_name), "__module__": __name__},
+    )
 
-    unet: UNetParams
-    resnet34_unet: ResNet34UNetParams
 
-    def section(self, model_name: str) -> Any:
-        return getattr(self, model_name)
+ModelsParams = _model_sections()
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,11 @@ def _rule(hint: Any) -> Rule | type:
     raise TypeError(f"no validation rule for the type {hint!r}")  # a schema bug, not a user error
 
 
+def _has_default(section: type, name: str) -> bool:
+    field = next(f for f in dataclasses.fields(section) if f.name == name)
+    return field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+
+
 def _build(section: type, values: Any, prefix: str) -> Any:
     """Check ``values`` against the dataclass ``section`` and build it (nested sections too)."""
     where = prefix.rstrip(".") or "params"
@@ -176,6 +194,8 @@ def _build(section: type, values: Any, prefix: str) -> Any:
     for name in names:
         rule = _rule(hints[name])
         if name not in values:
+            if _has_default(section, name):
+                continue
             wanted = "a section" if isinstance(rule, type) else rule.allowed
             raise ParamsError(f"missing key {prefix}{name} ({wanted})")
         if isinstance(rule, type):

@@ -18,7 +18,9 @@ MODELS_DIR = Path("models")  # models/<model>/best.pt and last.pt
 LIVE_DIR = Path("dvclive")  # dvclive/<model>/: per-epoch training logs
 METRICS_DIR = Path("metrics")
 PLOTS_DIR = Path("plots")
-EVALUATE_DIR = PLOTS_DIR / "evaluate"  # per-image tables and galleries
+EVALUATE_DIR = PLOTS_DIR / "evaluate"  # per-image and per-breed tables, the worst images' masks
+GALLERY_DIR = PLOTS_DIR / "gallery"  # <model>_worst.png: the worst test images (plot stage)
+PLOT_DATA_DIR = PLOTS_DIR / "data"  # the charts' data, every model in one table per chart (plot stage)
 PREDICTIONS_DIR = Path("predictions")  # predictions/<model>/
 
 
@@ -43,8 +45,12 @@ def per_image_table(model: str, evaluate_dir: str | Path = EVALUATE_DIR) -> Path
     return Path(evaluate_dir) / f"{model}.csv"
 
 
-def gallery(model: str, evaluate_dir: str | Path = EVALUATE_DIR) -> Path:
-    return Path(evaluate_dir) / f"{model}_worst.png"
+def worst_masks(model: str, evaluate_dir: str | Path = EVALUATE_DIR) -> Path:
+    return Path(evaluate_dir) / f"{model}_worst.npy"
+
+
+def gallery(model: str, gallery_dir: str | Path = GALLERY_DIR) -> Path:
+    return Path(gallery_dir) / f"{model}_worst.png"
 
 
 def predictions_dir(model: str) -> Path:
@@ -60,4 +66,4 @@ def metrics_file(model: str, metrics_dir: str | Path = METRICS_DIR) -> Path:
     return Path(metrics_dir) / f"{model}.json"
 
 
-COMPARE_FILE = METRICS_DIR / "compare.json"  # the paired comparison of the two models
+COMPARE_FILE = METRICS_DIR / "compare.json"  # the paired comparison of the models

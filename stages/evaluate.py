@@ -1,11 +1,12 @@
 """Stage evaluate: score each model's best checkpoint on the test cache, in exact float32.
 
-    python -m stages.evaluate                       # both models
-    python -m stages.evaluate --models unet         # one model (the other model's files are left as they are)
+    python -m stages.evaluate                       # every registered model
+    python -m stages.evaluate --models unet         # one model (the other models' files are left as they are)
 
 Writes, per model: metrics/<model>.json (the same keys for every model),
 plots/evaluate/<model>.csv (per-image scores), <model>_by_breed.csv and
-<model>_worst.png (the evaluate.n_worst worst test images). Per-image Dice:
+<model>_worst.npy (the masks of the evaluate.n_worst worst test images, which
+the plot stage draws). Per-image Dice:
 sigmoid(logit) > evaluate.threshold, then 2|P∩G| / (|P| + |G|); both empty scores 1.
 """
 
@@ -27,7 +28,7 @@ def main() -> None:
     )
     parser.add_argument("--metrics", default=str(paths.METRICS_DIR), help="folder of <model>.json (default: metrics)")
     parser.add_argument(
-        "--plots", default=str(paths.EVALUATE_DIR), help="per-image tables and galleries (default: plots/evaluate)"
+        "--plots", default=str(paths.EVALUATE_DIR), help="tables and worst masks (default: plots/evaluate)"
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args()

@@ -1,10 +1,10 @@
-"""Stage plot: training curves and test Dice of both models as PNGs.
+"""Stage plot: training curves, test Dice and the worst test images of every registered model.
 
-    python -m stages.plot        # plots/dice_curves.png, loss_curves.png, lr_curves.png, dice_histogram.png
+    python -m stages.plot        # plots/*.png, plots/data/*.csv (for dvc plots), plots/gallery/<model>_worst.png
 
-Reads dvclive/<model>/plots/metrics/*.tsv (train stages) and
-plots/evaluate/<model>.csv (evaluate stage). UNet blue, ResNet34-UNet red;
-train dashed, validation solid; epochs numbered from 1.
+Reads dvclive/<model>/plots/metrics/*.tsv (train stages), plots/evaluate/ (evaluate
+stage) and the test cache. Each model in its registry colour and label; train
+dashed, validation solid; epochs numbered from 1.
 """
 
 from __future__ import annotations
@@ -21,14 +21,23 @@ def main() -> None:
     )
     parser.add_argument("--live", default=str(paths.LIVE_DIR), help="DVCLive root holding <model>/ (default: dvclive)")
     parser.add_argument(
-        "--evaluate", default=str(paths.EVALUATE_DIR), help="per-image tables (default: plots/evaluate)"
+        "--evaluate",
+        default=str(paths.EVALUATE_DIR),
+        help="the evaluate stage's tables and masks (default: plots/evaluate)",
     )
+    parser.add_argument("--cache", default=str(paths.CACHE_DIR), help="tensor cache folder (default: data/cache)")
     parser.add_argument("--out", default=str(paths.PLOTS_DIR), help="output folder (default: plots)")
     args = parser.parse_args()
     stage_params(args.params)  # the plot stage reads no params, but a broken params file still stops the pipeline
     from petseg.plotting import plot_all
 
-    plot_all(list(dict.fromkeys(args.models)), live_root=args.live, evaluate_dir=args.evaluate, out_dir=args.out)
+    plot_all(
+        list(dict.fromkeys(args.models)),
+        live_root=args.live,
+        evaluate_dir=args.evaluate,
+        cache_dir=args.cache,
+        out_dir=args.out,
+    )
 
 
 if __name__ == "__main__":

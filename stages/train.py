@@ -1,4 +1,4 @@
-"""Stage train_unet / train_resnet: train one model from the tensor cache.
+"""Stage train_<model> (the registry's train_stage): train one registered model from the tensor cache.
 
     python -m stages.train unet            # models/unet/{best,last}.pt, dvclive/unet/
     python -m stages.train resnet34_unet   # models/resnet34_unet/..., dvclive/resnet34_unet/

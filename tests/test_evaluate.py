@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from scipy import ndimage
 
 from petseg.checkpoint import load_checkpoint, save_checkpoint
@@ -22,8 +21,8 @@ from petseg.data.layout import BREEDS
 from petseg.errors import CheckpointError
 from petseg.evaluation import evaluate_models
 from petseg.evaluation.run import METRIC_KEYS
+from petseg.evaluation.tables import read_worst_masks, worst_indices
 from petseg.models import build_model
-from petseg.plotting.gallery import gallery_pixel_size, worst_indices
 from petseg.predict import probabilities
 from petseg.training import fit
 from tests.cachemaker import labels, write_cache
@@ -224,17 +223,17 @@ def test_per_breed_table_and_missing_labels(workspace: Path, tmp_path: Path, cap
     assert (bare / "out" / "plots" / "unet_by_breed.csv").read_text() == "breed,species,n,dice_mean,dice_median\n"
 
 
-def test_gallery_shows_the_worst_images(workspace: Path) -> None:
+def test_worst_masks_are_the_scored_predictions_of_the_worst_images(workspace: Path) -> None:
     run_evaluate(workspace, "gallery", n_worst=3, batch_size=8)
-    gallery = workspace / "gallery" / "plots" / "unet_worst.png"
-    with Image.open(gallery) as image:
-        image.load()
-        assert image.size == gallery_pixel_size(3) == (600, 750)
+    path = workspace / "gallery" / "plots" / "unet_worst.npy"
     dice = np.array(read_table(workspace / "gallery" / "plots" / "unet.csv")["dice"])
     assert worst_indices(dice, 3).tolist() == np.argsort(dice, kind="stable")[:3].tolist()
     assert len(worst_indices(dice, 20)) == 8  # more than the test set: all of it
-    run_evaluate(workspace, "gallery", n_worst=0)  # no gallery, and a stale one is removed
-    assert not gallery.exists()
+    images = np.load(workspace / "cache" / "test" / "images.npy")
+    predicted = sigmoid(independent_logits(workspace / "models" / "unet" / "best.pt", images)) > 0.5
+    np.testing.assert_array_equal(read_worst_masks(path, 32), predicted[worst_indices(dice, 3)])
+    run_evaluate(workspace, "gallery", n_worst=0)  # no worst masks, and stale ones are removed
+    assert not path.exists() and read_worst_masks(path, 32) is None
     assert (workspace / "gallery" / "plots" / "unet.csv").is_file()
 
 
@@ -335,7 +334,7 @@ def test_stage_script_runs_and_fails_cleanly(workspace: Path, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     report = {"unet": json.loads((tmp_path / "metrics" / "unet.json").read_text())}
     assert report["unet"]["threshold"] == 0.4 and report["unet"]["n_images"] == 8
-    assert (tmp_path / "plots" / "unet.csv").is_file() and (tmp_path / "plots" / "unet_worst.png").is_file()
+    assert (tmp_path / "plots" / "unet.csv").is_file() and (tmp_path / "plots" / "unet_worst.npy").is_file()
 
     # a bad param: exit 2 before any work
     bad = write_params(tmp_path / "bad.yaml", threshold=1.5)

@@ -10,7 +10,7 @@ import torch
 from petseg.checkpoint import Checkpoint, load_model, save_checkpoint
 from petseg.errors import CheckpointError
 from petseg.models import MODELS, ResNet34UNet, UNet, build_model, count_parameters
-from petseg.models.resnet34_unet import ResNet34_Weights
+from petseg.models.nets.resnet34_unet import ResNet34_Weights
 
 
 class ModelContract:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from petseg.evaluation import run as evaluation_run
 from tests.paramsfile import REPO
 from tests.projectcopy import GIT_USER, copy_project, dvc_env
 
@@ -32,29 +33,8 @@ TINY = {
     "evaluate.batch_size": 8,
     "evaluate.n_worst": 2,
 }
-STAGES = ["download", "preprocess", "train_unet", "train_resnet", "evaluate", "compare", "infer", "plot"]
-METRIC_KEYS = {
-    "dice_mean",
-    "dice_median",
-    "dice_std",
-    "dice_min",
-    "dice_max",
-    "iou_mean",
-    "dice_pooled",
-    "pixel_accuracy",
-    "n_images",
-    "threshold",
-    "tta",
-    "checkpoint_epoch",
-    "checkpoint_val_dice",
-    "dice_mean_ignore_border",
-    "boundary_iou_mean",
-    "dice_mean_cat",
-    "dice_mean_dog",
-    "parameters",
-    "gflops",
-    "train_seconds_per_epoch",
-}
+STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # every stage, one train stage per model
+METRIC_KEYS = set(evaluation_run.METRIC_KEYS)
 
 
 def run(project: Path, *args: str, timeout: float = 600) -> str:
@@ -100,8 +80,9 @@ def test_repro_runs_every_stage_and_writes_every_output(project: Path):
         "plots/evaluate/resnet34_unet.csv",
         "plots/evaluate/unet_by_breed.csv",
         "plots/evaluate/resnet34_unet_by_breed.csv",
-        "plots/evaluate/unet_worst.png",
-        "plots/evaluate/resnet34_unet_worst.png",
+        "plots/evaluate/unet_worst.npy",
+        "plots/gallery/unet_worst.png",
+        "plots/gallery/resnet34_unet_worst.png",
         "plots/dice_curves.png",
         "plots/loss_curves.png",
         "plots/lr_curves.png",
@@ -175,13 +156,13 @@ def test_plots_show_and_diff_render_both_models(project: Path):
     run(project, "dvc", "plots", "show", "-o", "plots_show")
     page = (project / "plots_show" / "index.html").read_text()
     for title in (
-        "Validation Dice per epoch, UNet vs ResNet34-UNet",
+        "Validation Dice per epoch",
         "Train Dice per epoch",
         "Train (circles) and validation (squares) loss",
     ):
         assert title in page
     assert "<script src=" not in page and "vega-embed" in page  # the offline template of .dvc/config
-    assert "resnet34_unet/plots/metrics/val/dice.tsv" in page and '"unet/plots/metrics/val/dice.tsv' in page
+    assert "plots/data/val_dice.csv" in page and "resnet34_unet_worst.png" in page
     assert "Mean test Dice by breed" in page and page.count("ResNet34-UNet") >= 6  # the models' own legend names
     run(project, "dvc", "plots", "diff", "HEAD~1", "-o", "plots_diff")
     diff_page = (project / "plots_diff" / "index.html").read_text()
@@ -211,13 +192,13 @@ def test_experiment_run_with_set_param(project: Path):
 README_TABLES = {
     "which model is better": [
         "--drop",
-        "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|p_value|Created",
+        "dvclive|metrics/|models($|/)|plots/|boundary|n_images|dice_mean_diff|p_value|Created",
         "--keep",
         "(unet|resnet34_unet)_dice_mean|ci95_",
     ],
     "compare my experiments": [
         "--drop",
-        "dvclive/|metrics/|models/|plots/|boundary|n_images|dice_mean_diff|ci95|p_value|Created",
+        "dvclive|metrics/|models($|/)|plots/|boundary|n_images|dice_mean_diff|ci95|p_value|Created",
         "--keep",
         "(unet|resnet34_unet)_dice_mean",
         "--sort-by",

@@ -6,8 +6,8 @@ Outputs, per model (petseg.paths names them):
   model, so ``dvc metrics show`` has one row per model;
 - ``plots/evaluate/<model>.csv``: per-image scores; ``<model>_by_breed.csv``:
   Dice per breed (petseg.evaluation.tables);
-- ``plots/evaluate/<model>_worst.png``: the ``evaluate.n_worst`` lowest-Dice test
-  images with their predictions.
+- ``plots/evaluate/<model>_worst.npy``: the predicted masks of the ``evaluate.n_worst``
+  lowest-Dice test images, which the plot stage draws as a gallery.
 
 Every checkpoint is found and every model scored before anything is written, so
 a bad checkpoint leaves all outputs as they were.
@@ -25,11 +25,10 @@ from petseg.checkpoint import load_checkpoint
 from petseg.data.cache import Split, load_split
 from petseg.device import resolve_device
 from petseg.evaluation.scoring import by_breed, evaluate_checkpoint
-from petseg.evaluation.tables import write_breed_csv, write_per_image_csv
+from petseg.evaluation.tables import worst_indices, write_breed_csv, write_per_image_csv, write_worst_masks
 from petseg.io import remove_stale_temps, write_json
 from petseg.models import label
 from petseg.params import EvaluateParams
-from petseg.plotting.gallery import write_gallery
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,15 @@ METRIC_KEYS = (
     "n_images", "threshold", "tta", "checkpoint_epoch", "checkpoint_val_dice", "dice_mean_ignore_border",
     "boundary_iou_mean", "dice_mean_cat", "dice_mean_dog", "parameters", "gflops", "train_seconds_per_epoch",
 )  # fmt: skip
+
+
+def metrics_record(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary as ``metrics/<model>.json`` holds it: exactly the METRIC_KEYS, in their order."""
+    missing = [key for key in METRIC_KEYS if key not in summary]
+    extra = [key for key in summary if key not in METRIC_KEYS]
+    if missing or extra:  # the summary and METRIC_KEYS must name the same figures
+        raise ValueError(f"the summary and METRIC_KEYS differ: missing {missing}, not in METRIC_KEYS {extra}")
+    return {key: summary[key] for key in METRIC_KEYS}
 
 
 def training_seconds(best: Path) -> list[float]:
@@ -74,7 +82,7 @@ def evaluate_models(
     plots_dir: str | Path = paths.EVALUATE_DIR,
     device: str = "auto",
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate each model's ``best.pt`` on the test cache and write its metrics, tables and gallery."""
+    """Evaluate each model's ``best.pt`` on the test cache and write its metrics, tables and worst masks."""
     torch_device = resolve_device(device, param="--device")
     checkpoints = {name: paths.best_checkpoint(name, models_dir) for name in model_names}
     split = load_split(cache_dir, "test")
@@ -85,15 +93,15 @@ def evaluate_models(
         )
         for name, path in checkpoints.items()
     }
+    summaries = {name: metrics_record(evaluation.summary) for name, evaluation in evaluations.items()}
     for directory in (Path(plots_dir), Path(metrics_dir)):
         remove_stale_temps(directory)  # left by a run that was killed mid-write
-    summaries: dict[str, dict[str, Any]] = {}
     for name, evaluation in evaluations.items():
         write_per_image_csv(paths.per_image_table(name, plots_dir), evaluation.table)
         write_breed_csv(paths.breed_table(name, plots_dir), by_breed(evaluation.table))
-        write_gallery(paths.gallery(name, plots_dir), evaluation, split, config.n_worst)
-        summaries[name] = s = {key: evaluation.summary[key] for key in METRIC_KEYS}
-        write_json(paths.metrics_file(name, metrics_dir), s)
+        worst = evaluation.predicted_masks(worst_indices(evaluation.dice, config.n_worst))
+        write_worst_masks(paths.worst_masks(name, plots_dir), worst)
+        write_json(paths.metrics_file(name, metrics_dir), s := summaries[name])
         log.info(
             "%s: Dice mean %.4f (median %.4f, ignoring the border %.4f), Boundary IoU %.4f, IoU %.4f, "
             "pooled Dice %.4f on %d test images (checkpoint epoch %d%s)",

@@ -7,6 +7,10 @@
   stage and ``stages/compare.py --against REV`` pair its rows by name.
 - ``plots/evaluate/<model>_by_breed.csv``: ``breed,species,n,dice_mean,dice_median``,
   one row per breed in the official class order.
+- ``plots/evaluate/<model>_worst.npy``: the predicted masks of the ``evaluate.n_worst``
+  lowest-Dice test images (:func:`worst_indices` of the per-image table, worst first),
+  ``np.packbits`` along each row; the plot stage draws the gallery from it, the
+  per-image table and the test cache.
 
 Tables written before the boundary and border columns existed (``name,dice,iou``)
 still read: the missing columns are absent from :attr:`PerImage.scores`.
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from petseg.errors import DataError
-from petseg.io import parse_table, read_table, write_text
+from petseg.io import load_npy, parse_table, read_table, save_npy, write_text
 
 SCORES = ("dice", "iou", "dice_ignore_border", "boundary_iou")  # per-image scores, each in [0, 1]
 COLUMNS = ("name", "breed", "species", *SCORES)
@@ -40,7 +44,8 @@ class PerImage:
     species: list[str | None] = field(default_factory=list)
 
 
-def _text(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+def csv_text(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+    """A CSV table (comma-separated, ``\\n`` line ends) with its header line."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -54,7 +59,7 @@ def write_per_image_csv(path: str | Path, table: PerImage) -> None:
         [name, breed or "", species or "", *(repr(float(table.scores[key][i])) for key in SCORES)]
         for i, (name, breed, species) in enumerate(zip(table.names, table.breeds, table.species))
     ]
-    write_text(path, _text(rows, COLUMNS))
+    write_text(path, csv_text(rows, COLUMNS))
 
 
 def read_per_image_csv(path: str | Path, stage: str = "evaluate") -> PerImage:
@@ -90,7 +95,7 @@ def write_breed_csv(path: str | Path, rows: Sequence[dict[str, object]]) -> None
     """Write the per-breed table (rows with the BREED_COLUMNS keys) atomically."""
     write_text(
         path,
-        _text(
+        csv_text(
             [
                 [row[key] if not isinstance(row[key], float) else repr(row[key]) for key in BREED_COLUMNS]
                 for row in rows
@@ -118,3 +123,28 @@ def read_breed_csv(path: str | Path) -> list[dict[str, object]]:
         raise DataError(
             f"{path}: not a per-breed table with columns {','.join(BREED_COLUMNS)} ({exc!r}); re-run evaluate"
         ) from None
+
+
+def worst_indices(dice: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the ``n`` lowest Dice scores, worst first; ties keep cache order."""
+    return np.argsort(dice, kind="stable")[: max(0, min(n, len(dice)))]
+
+
+def write_worst_masks(path: str | Path, masks: np.ndarray) -> None:
+    """Write the worst images' predicted masks (bool K x H x W, worst first); none removes the file."""
+    path = Path(path)
+    if len(masks) == 0:
+        path.unlink(missing_ok=True)
+        return
+    save_npy(path, np.packbits(np.asarray(masks, dtype=bool), axis=-1))
+
+
+def read_worst_masks(path: str | Path, width: int) -> np.ndarray | None:
+    """The masks :func:`write_worst_masks` wrote (bool K x H x ``width``), or None when there is no file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    packed = load_npy(path, mmap=False, dtype=np.uint8, ndim=3)
+    if packed.shape[-1] != (width + 7) // 8:
+        raise DataError(f"{path}: masks of another width than the {width}px test cache; re-run evaluate")
+    return np.unpackbits(packed, axis=-1, count=width).astype(bool)

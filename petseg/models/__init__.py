@@ -1,4 +1,4 @@
-"""Segmentation models built by name: ``build_model(name, **params)`` (see petseg.models.registry).
+"""Segmentation models built by name: ``build_model(name, **params)`` (petseg.models.registry, petseg.models.nets).
 
 Importing this package is cheap (no torch); the model classes load on first use.
 """
@@ -7,17 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from petseg.models.registry import (
-    MODEL_NAMES,
-    MODELS,
-    TRAINING_KEYS,
-    ModelInfo,
-    architecture,
-    build_model,
-    count_parameters,
-    label,
-    model_info,
-)
+from petseg.models.nets import TRAINING_KEYS, architecture, build_model, count_parameters
+from petseg.models.registry import MODEL_NAMES, MODELS, ModelInfo, label, model_info
 
 __all__ = [
     "MODELS",
@@ -35,9 +26,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "UNet": "petseg.models.unet",
-    "ResNet34UNet": "petseg.models.resnet34_unet",
-    "SegmentationModel": "petseg.models.parts",
+    "UNet": "petseg.models.nets.unet",
+    "ResNet34UNet": "petseg.models.nets.resnet34_unet",
+    "SegmentationModel": "petseg.models.nets.parts",
 }
 
 

@@ -1,30 +1,40 @@
-"""The one registry of segmentation models: names, labels, classes and the stages that train them.
+"""The one registry of segmentation models: everything the pipeline knows per model.
 
-It imports no torch: the params schema and the light stages read model names
-from here. A model class is imported only when one is built.
+Each :class:`ModelInfo` names the model (its params section ``models.<name>``
+and its folders ``models/<name>/``, ``dvclive/<name>/``), the label people
+read, the colour and marker of its charts, the class that implements it, the
+dataclass of its params section and the dvc.yaml stage that trains it. Every
+stage, chart, template and test iterates over :data:`MODELS`, in this order;
+the first model is the one the others are compared with.
+
+It imports nothing (no torch): the params schema and the light stages read it.
+Networks are built by :mod:`petseg.models.nets`. This file is not a dependency
+of the train, evaluate or infer stages in dvc.yaml (it holds names and looks,
+like petseg.paths), so a new colour re-runs only the plot stage.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from torch import nn
-
-    from petseg.models.parts import SegmentationModel
+    from petseg.models.nets.parts import SegmentationModel
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One model: its name is its params section (``models.<name>``) and its folders (``models/<name>/``)."""
+    """One model of the pipeline."""
 
-    name: str
+    name: str  # params section models.<name>, folders models/<name>/, dvclive/<name>/, metrics/<name>.json
     label: str  # for people: logs, tables, chart legends
-    module: str  # the module holding the class
+    colour: str  # "#rrggbb", in every chart (matplotlib and the DVC templates)
+    marker: str  # matplotlib marker of its curves
+    module: str  # the module holding the class (under petseg.models.nets)
     class_name: str
-    train_stage: str  # the dvc.yaml stage that writes models/<name>/best.pt
+    section: str  # the dataclass of its params section in petseg.params
+    train_stage: str  # the dvc.yaml stage that writes models/<name>/best.pt: python -m stages.train <name>
 
     def load_class(self) -> type[SegmentationModel]:
         """The model's class (importing its module, and torch, on first use)."""
@@ -34,14 +44,20 @@ class ModelInfo:
 MODELS: dict[str, ModelInfo] = {
     info.name: info
     for info in (
-        ModelInfo("unet", "UNet", "petseg.models.unet", "UNet", "train_unet"),
-        ModelInfo("resnet34_unet", "ResNet34-UNet", "petseg.models.resnet34_unet", "ResNet34UNet", "train_resnet"),
+        ModelInfo("unet", "UNet", "#1f77b4", "o", "petseg.models.nets.unet", "UNet", "UNetParams", "train_unet"),
+        ModelInfo(
+            "resnet34_unet",
+            "ResNet34-UNet",
+            "#d62728",
+            "s",
+            "petseg.models.nets.resnet34_unet",
+            "ResNet34UNet",
+            "ResNet34UNetParams",
+            "train_resnet",
+        ),
     )
 }
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
-
-# models.<name>.* keys that configure training rather than the architecture
-TRAINING_KEYS = frozenset({"batch_size"})
 
 
 def model_info(name: str) -> ModelInfo:
@@ -54,26 +70,3 @@ def model_info(name: str) -> ModelInfo:
 def label(name: str) -> str:
     """The model's name for people (``ResNet34-UNet``); unknown names are shown as they are."""
     return MODELS[name].label if name in MODELS else name
-
-
-def architecture(params: dict[str, Any]) -> dict[str, Any]:
-    """The architecture options of a ``models.<name>`` section (training keys dropped)."""
-    return {key: value for key, value in params.items() if key not in TRAINING_KEYS}
-
-
-def build_model(name: str, **params: Any) -> SegmentationModel:
-    """Build a model by registry name; ``params`` are its architecture options.
-
-    Keys that only configure training (``batch_size``) are ignored, so a whole
-    ``models.<name>`` params section can be passed as is.
-    """
-    cls = model_info(name).load_class()
-    try:
-        return cls(**architecture(params))
-    except TypeError as exc:
-        raise ValueError(f"bad options for model {name!r}: {exc}") from None
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,9 +1,10 @@
-"""Pictures: the plot stage's charts, the evaluate stage's worst-case gallery and inference panels.
+"""Pictures: the plot stage's charts and worst-case galleries, and the inference panels.
 
-- charts: training curves and the test Dice histogram (matplotlib);
+- charts: training curves, the test Dice histogram, Dice by breed (matplotlib);
+- data: the charts' data as one table per chart, for ``dvc plots show``;
 - gallery: the lowest-Dice test images with their predictions (matplotlib);
 - panel: one inference result per photo (Pillow, fast for thousands of images);
-- figures: what the matplotlib figures share (backend, model colours, saving);
+- figures: what the matplotlib figures share (backend, each model's style from the registry, saving);
 - run: ``plot_all``, the plot stage.
 
 Importing the package loads none of them: inference draws its panels without matplotlib's charts.

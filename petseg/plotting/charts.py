@@ -1,6 +1,7 @@
-"""The plot stage's charts: training curves of both models on one chart each, and the test Dice histogram.
+"""The plot stage's charts: training curves of every model on one chart each, the test Dice histogram, Dice by breed.
 
-UNet in blue and ResNet34-UNet in red everywhere; train dashed, validation solid.
+Each model in its registry colour and marker everywhere (petseg.plotting.figures.Style); train dashed,
+validation solid. Every function returns the labels of the chart's legend.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from petseg.models import label as model_label
-from petseg.plotting.figures import DPI, FIGSIZE, MODEL_COLOURS, MODEL_STYLES, pyplot, save
+from petseg.plotting.figures import DPI, FIGSIZE, Style, pyplot, save
 from petseg.training.log import Series
 
 LOG_SCALE_RATIO = 100.0  # a positive series spanning more than this factor is drawn on a log axis
@@ -33,22 +33,22 @@ def _epoch_axis(axis) -> None:
 def plot_train_val(
     path: str | Path,
     logs: dict[str, dict[str, Series]],
+    styles: dict[str, Style],
     metric: str,
     ylabel: str,
     title: str,
     *,
     unit_range: bool = False,
-) -> None:
+) -> list[str]:
     """Train (dashed) and validation (solid) curves of ``metric`` for each model, one chart."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     values: list[float] = []
     for model, series in logs.items():
-        colour, label = MODEL_COLOURS.get(model), model_label(model)
-        style = MODEL_STYLES.get(model, {})
+        style = styles[model]
         train, val = series[f"train/{metric}"], series[f"val/{metric}"]
-        axis.plot(train.epochs, train.values, linestyle="--", color=colour, label=f"{label} train", **style)
-        axis.plot(val.epochs, val.values, linestyle="-", color=colour, label=f"{label} validation", **style)
+        axis.plot(train.epochs, train.values, linestyle="--", label=f"{style.label} train", **style.line)
+        axis.plot(val.epochs, val.values, linestyle="-", label=f"{style.label} validation", **style.line)
         values.extend([*train.values, *val.values])
         if metric == "dice" and len(val.values):
             best = int(np.argmax(val.values))
@@ -57,9 +57,9 @@ def plot_train_val(
                 val.values[best],
                 marker="*",
                 markersize=13,
-                color=colour,
+                color=style.colour,
                 linestyle="none",
-                label=f"{label} best validation {val.values[best]:.3f} (epoch {val.epochs[best]})",
+                label=f"{style.label} best validation {val.values[best]:.3f} (epoch {val.epochs[best]})",
             )
     _epoch_axis(axis)
     if unit_range:
@@ -69,12 +69,19 @@ def plot_train_val(
         ylabel += " (log scale)"
     axis.set_ylabel(ylabel)
     axis.set_title(title)
-    axis.legend(fontsize=8, loc="best")
+    return _finish(fig, axis, path, fontsize=8, loc="best")
+
+
+def _finish(fig, axis, path: str | Path, **legend) -> list[str]:
+    """Draw the legend, save the chart and return the legend's labels."""
+    labels = axis.get_legend_handles_labels()[1]
+    axis.legend(**legend)
     fig.tight_layout()
     save(fig, path)
+    return labels
 
 
-def plot_lr(path: str | Path, logs: dict[str, dict[str, Series]]) -> None:
+def plot_lr(path: str | Path, logs: dict[str, dict[str, Series]], styles: dict[str, Style]) -> list[str]:
     """Learning rate per epoch of each model (log scale when all positive)."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
@@ -82,30 +89,22 @@ def plot_lr(path: str | Path, logs: dict[str, dict[str, Series]]) -> None:
     for model, series in logs.items():
         lr = series["lr"]
         values.extend(lr.values)
-        axis.plot(
-            lr.epochs,
-            lr.values,
-            color=MODEL_COLOURS.get(model),
-            label=model_label(model),
-            **MODEL_STYLES.get(model, {}),
-        )
+        axis.plot(lr.epochs, lr.values, label=styles[model].label, **styles[model].line)
     if values and min(values) > 0:
         axis.set_yscale("log")
     _epoch_axis(axis)
     axis.set_ylabel("learning rate (at the start of the epoch)")
     axis.set_title("Learning rate per epoch")
-    axis.legend(fontsize=8)
-    fig.tight_layout()
-    save(fig, path)
+    return _finish(fig, axis, path, fontsize=8)
 
 
-def plot_dice_histogram(path: str | Path, scores: dict[str, np.ndarray]) -> None:
+def plot_dice_histogram(path: str | Path, scores: dict[str, np.ndarray], styles: dict[str, Style]) -> list[str]:
     """Histogram of per-image test Dice of each model, with its mean and median."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=FIGSIZE, dpi=DPI)
     bins = np.linspace(0.0, 1.0, 41)
     for model, dice in scores.items():
-        colour, label = MODEL_COLOURS.get(model), model_label(model)
+        colour, label = styles[model].colour, styles[model].label
         axis.hist(dice, bins=bins, color=colour, alpha=0.35)
         axis.hist(
             dice,
@@ -121,12 +120,12 @@ def plot_dice_histogram(path: str | Path, scores: dict[str, np.ndarray]) -> None
     axis.set_ylabel("test images")
     axis.set_title("Per-image test Dice")
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    save(fig, path)
+    return _finish(fig, axis, path, fontsize=8, loc="upper left")
 
 
-def plot_dice_by_breed(path: str | Path, rows: dict[str, list[dict[str, object]]]) -> None:
+def plot_dice_by_breed(
+    path: str | Path, rows: dict[str, list[dict[str, object]]], styles: dict[str, Style]
+) -> list[str]:
     """Mean test Dice per breed, one horizontal bar per model, breeds in the official class order."""
     plt = pyplot()
     breeds: list[str] = []
@@ -143,8 +142,8 @@ def plot_dice_by_breed(path: str | Path, rows: dict[str, list[dict[str, object]]
             positions + (k - (len(rows) - 1) / 2) * bar,
             values,
             height=bar,
-            color=MODEL_COLOURS.get(model),
-            label=model_label(model),
+            color=styles[model].colour,
+            label=styles[model].label,
         )
     counts = {str(row["breed"]): (row["n"], row["species"]) for model_rows in rows.values() for row in model_rows}
     axis.set_yticks(positions, [f"{b} ({counts[b][1]}, n={counts[b][0]})" for b in breeds], fontsize=7)
@@ -155,6 +154,4 @@ def plot_dice_by_breed(path: str | Path, rows: dict[str, list[dict[str, object]]
     axis.set_xlabel("mean per-image test Dice")
     axis.set_title("Test Dice by breed")
     axis.grid(True, axis="x", alpha=0.3)
-    axis.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    save(fig, path)
+    return _finish(fig, axis, path, fontsize=8, loc="lower right")

@@ -1,4 +1,8 @@
-"""The worst-case gallery of the evaluate stage: the lowest-Dice test images with their predictions."""
+"""The worst-case gallery (plot stage): the lowest-Dice test images with the predictions the evaluate stage scored.
+
+Drawn from the per-image table (names, Dice), the worst images' masks
+(``plots/evaluate/<model>_worst.npy``) and the test cache (images, true masks).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from petseg.errors import DataError
+from petseg.evaluation.tables import worst_indices
 from petseg.io import atomic_path
 from petseg.plotting.figures import pyplot
 
 if TYPE_CHECKING:
     from petseg.data.cache import Split
-    from petseg.evaluation.scoring import ModelEvaluation
+    from petseg.evaluation.tables import PerImage
 
 # one gallery cell (width, height) in pixels; a gallery is 3 cells wide and one row per image
 GALLERY_CELL_PX = (200, 250)
 GALLERY_DPI = 100
-
-
-def worst_indices(dice: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the ``n`` lowest Dice scores, worst first; ties keep cache order."""
-    return np.argsort(dice, kind="stable")[: max(0, min(n, len(dice)))]
 
 
 def gallery_pixel_size(n_images: int) -> tuple[int, int]:
@@ -42,7 +43,7 @@ def error_image(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 def save_worst_gallery(
     path: str | Path,
-    model_name: str,
+    title: str,
     images: np.ndarray,
     truths: np.ndarray,
     predictions: np.ndarray,
@@ -66,7 +67,7 @@ def save_worst_gallery(
             right.set_title("prediction\n(red: false pet, blue: missed)", fontsize=8)
             for axis in axes[row]:
                 axis.set_axis_off()
-        fig.suptitle(f"{model_name}: {rows} worst test images", fontsize=9)
+        fig.suptitle(f"{title}: {rows} worst test images", fontsize=9)
         fig.subplots_adjust(left=0.02, right=0.98, bottom=0.01, top=1 - 0.35 / rows, hspace=0.45, wspace=0.05)
         with atomic_path(path) as temp:
             fig.savefig(temp, format="png", dpi=GALLERY_DPI)
@@ -74,19 +75,24 @@ def save_worst_gallery(
         plt.close(fig)
 
 
-def write_gallery(path: str | Path, evaluation: ModelEvaluation, split: Split, n_worst: int) -> None:
-    """Draw the ``n_worst`` lowest-Dice images with their scored predictions; ``n_worst`` 0 removes the gallery."""
+def write_gallery(path: str | Path, title: str, table: PerImage, masks: np.ndarray | None, split: Split) -> None:
+    """Draw the worst images whose masks the evaluate stage kept (``masks`` None: none kept, no gallery)."""
     path = Path(path)
-    chosen = worst_indices(evaluation.dice, n_worst)
-    if len(chosen) == 0:
+    if masks is None:
         path.unlink(missing_ok=True)
         return
+    if table.names != list(split.names) or len(masks) > len(table.names):
+        raise DataError(
+            f"{split.directory}: the test cache holds other images than the evaluate stage scored "
+            f"({title}); re-run evaluate (dvc repro evaluate)"
+        )
+    chosen = worst_indices(table.scores["dice"], len(masks))
     save_worst_gallery(
         path,
-        evaluation.model_name,
+        title,
         np.asarray(split.images[chosen]),
         np.asarray(split.masks[chosen]),
-        evaluation.predicted_masks(chosen),
-        [evaluation.names[i] for i in chosen],
-        [float(evaluation.dice[i]) for i in chosen],
+        masks,
+        [table.names[i] for i in chosen],
+        [float(table.scores["dice"][i]) for i in chosen],
     )

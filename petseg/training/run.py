@@ -56,7 +56,7 @@ class FitResult:
 
 
 @dataclass
-class _Progress:
+class _RunState:
     """Where the run stands: the epochs done, their records and the best so far."""
 
     epoch: int = 0
@@ -139,7 +139,7 @@ def _restore(
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
     out_dir: Path,
-) -> _Progress:
+) -> _RunState:
     try:
         model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
@@ -150,7 +150,7 @@ def _restore(
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{out_dir / 'last.pt'}: cannot restore the training state: {exc}") from None
     restore_rng_state(checkpoint.rng)
-    return _Progress(
+    return _RunState(
         checkpoint.epoch,
         checkpoint.best_dice,
         checkpoint.best_epoch,
@@ -217,7 +217,7 @@ def _fit(
         config.scheduler, optimizer, config.lr, config.epochs, steps_per_epoch(len(train_split), batch_size)
     )
     scaler = precision.grad_scaler()
-    state = _Progress()
+    state = _RunState()
     if plan.checkpoint is not None:
         state = _restore(plan.checkpoint, model, optimizer, scheduler, scaler, out_dir)
     epoch_log = EpochLog(live_dir if context.is_main else None, state.history)
@@ -290,7 +290,6 @@ def _fit(
                 scaler=scaler.state_dict() if scaler is not None else None,
                 rng=rng_state(),
                 signature=signature,
-                params={"model": as_dict(model_params), "train": as_dict(config)},
                 petseg_version=petseg.__version__,
             )
             # best.pt lands before last.pt: a kill between the two only repeats this epoch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from petseg.models.parts import DoubleConv, Down, Normalize, SegmentationModel, Up
+from petseg.models.nets.parts import DoubleConv, Down, Normalize, SegmentationModel, Up
 
 
 class UNet(SegmentationModel):

@@ -7,7 +7,7 @@ from torch import nn
 from torchvision.models import ResNet34_Weights, resnet34
 
 from petseg.errors import CheckpointError
-from petseg.models.parts import DoubleConv, Normalize, SegmentationModel, Up
+from petseg.models.nets.parts import DoubleConv, Normalize, SegmentationModel, Up
 
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
 BRIDGE_CHANNELS = 1024
