@@ -18,8 +18,10 @@ What is checked, per command:
   script after ``torchrun``'s own options: the script exists and its own argument parser (taken from the
   script as it runs, stopped at ``parse_args``) accepts the arguments as shown;
 - ``dvc ...``: DVC's own parser accepts it; ``dvc repro``, ``dvc exp run`` and ``dvc commit`` name stages
-  of dvc.yaml; every ``-S key=value`` names a key of params.yaml;
-- ``make <target>``: the target is in the Makefile; ``cp <file> ...``: the file exists;
+  of dvc.yaml; every ``-S key=value`` names a key of params.yaml, and params.yaml with each of its values
+  (``a,b,c`` is a sweep) passes the params schema;
+- ``make <target>``: the target is in the Makefile; ``cp <file> ...``: the file exists, and a file copied to
+  ``params.yaml`` passes the params schema;
   ``pip install -r <file>``: the file exists; ``pytest <path>``: the path exists;
 - ``ruff``, ``git`` and ``torchrun``'s own options are not checked.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import glob
 import io
 import re
@@ -44,7 +47,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ruamel.yaml import YAML
 
+from petseg.errors import ParamsError
+from petseg.params import load_params, read_yaml, validate
 from tests.projectcopy import copy_project, dvc_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +167,7 @@ def stage_names() -> frozenset[str]:
 
 @cache
 def params() -> dict:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    return read_yaml(REPO / "params.yaml")  # as DVC reads it (YAML 1.2)
 
 
 @cache
@@ -176,6 +182,24 @@ def has_param(key: str) -> bool:
             return False
         node = node[part]
     return True
+
+
+def value_problem(key: str, value: str) -> str | None:
+    """Why params.yaml with ``key`` set to each value of a ``-S`` sweep (``a,b,c``) would be refused, if it would."""
+    if "(" in value or PLACEHOLDER in value:  # a Hydra sweep function: not checked
+        return None
+    for item in value.split(","):
+        raw = copy.deepcopy(params())
+        *path, last = key.split(".")
+        node = raw
+        for part in path:
+            node = node[part]
+        node[last] = YAML(typ="safe", pure=True).load(item)
+        try:
+            validate(raw)
+        except ParamsError as exc:
+            return f"-S {key}={item}: {exc}"
+    return None
 
 
 def file_exists(name: str) -> bool:
@@ -258,9 +282,12 @@ def check_dvc(args: list[str]) -> list[str]:
         if stage not in stage_names() and PLACEHOLDER not in stage:
             problems.append(f"no stage {stage!r} in dvc.yaml")
     for assignment in getattr(parsed, "set_param", None) or []:
-        key = assignment.partition("=")[0].rpartition(":")[2].strip()
+        target, _, value = assignment.partition("=")
+        key = target.rpartition(":")[2].strip()
         if not has_param(key):
             problems.append(f"-S {assignment}: params.yaml has no key {key!r}")
+        elif problem := value_problem(key, value):
+            problems.append(problem)
     return problems
 
 
@@ -288,7 +315,17 @@ def check(command: Command) -> list[str]:
         return [f"no target {target!r} in the Makefile" for target in args if target not in make_targets()]
     if word == "cp":
         files = [arg for arg in args if not arg.startswith("-")]
-        return [] if files and file_exists(files[0]) else [f"{files[0] if files else 'cp'}: no such file"]
+        if not files or not file_exists(files[0]):
+            return [f"{files[0] if files else 'cp'}: no such file"]
+        if files[-1] != "params.yaml":
+            return []
+        problems = []
+        for preset in sorted(glob.glob(str(REPO / files[0].replace(PLACEHOLDER, "*")))):
+            try:
+                load_params(preset)
+            except ParamsError as exc:
+                problems.append(f"{Path(preset).relative_to(REPO)} is not a valid params file: {exc}")
+        return problems
     if word == "pip":
         return [
             f"{args[i + 1]}: no such file"
@@ -404,10 +441,15 @@ def test_blocks_and_commands_are_read_as_the_docstring_says():
         ("torchrun --standalone --nproc_per_node=2 stages/train.py unet --epochs 3", "unrecognized arguments"),
         ("dvc repro evalute", "no stage 'evalute' in dvc.yaml"),
         ("dvc exp run -S train.learnig_rate=1e-3 train_unet", "params.yaml has no key 'train.learnig_rate'"),
+        ("dvc exp run -S train.loss=focal", "train.loss"),
+        ("dvc exp run --queue -S 'train.seed=0,1,-1'", "-S train.seed=-1"),
+        ("dvc exp run -S train.nproc_per_node=3 train_unet", "divisible by train.nproc_per_node"),
+        ("dvc exp run -S 'train.lr=3e-4,1e-3' -S evaluate.tta=true", None),
         ("dvc metric show", "DVC refuses it"),
         ("make tests", "no target 'tests' in the Makefile"),
         ("cp configs/fast.yaml params.yaml", "configs/fast.yaml: no such file"),
         ("cp configs/<name>.yaml params.yaml", None),
+        ("cp dvc.yaml params.yaml", "dvc.yaml is not a valid params file: "),
         ("pip install -r requirements-dev.txt", "requirements-dev.txt: no such file"),
         ("python -m pytest -q tests/test_nothing.py", "tests/test_nothing.py: no such test file"),
         ('pytest -m "not slow" tests/test_docs.py::test_no_development_history', None),
