@@ -23,7 +23,8 @@ What is checked, per command:
 - ``make <target>``: the target is in the Makefile; ``cp <file> ...``: the file exists, and a file copied to
   ``params.yaml`` passes the params schema;
   ``pip install -r <file>``: the file exists; ``pytest <path>``: the path exists;
-- ``ruff``, ``git`` and ``torchrun``'s own options are not checked.
+- ``torchrun``'s own options: torchrun's parser accepts them (a slow test: it imports torch);
+- ``ruff`` and ``git`` are not checked.
 
 A block right after a line ``<!-- test: run -->`` (invisible on the rendered page) is also run for real,
 in a copy of the project (tests/projectcopy.py: what a clone holds), and must exit 0: mark only cheap ones.
@@ -366,6 +367,22 @@ def test_every_command_runs_as_shown(command):
 def test_every_benchmark_command_runs_as_shown(command):
     problems = check(command)
     assert not problems, f"{command}: " + "; ".join(problems)
+
+
+@pytest.mark.slow  # torchrun's parser comes with torch
+@pytest.mark.parametrize("command", [c for c in ALL_COMMANDS if c.argv[0] == "torchrun"], ids=str)
+def test_torchrun_accepts_its_options_as_shown(command):
+    from torch.distributed.run import get_args_parser
+
+    error = parse_error(get_args_parser(), list(command.argv[1:]))
+    assert error is None, f"{command}: torchrun refuses it: {error}"
+
+
+@pytest.mark.slow
+def test_a_wrong_torchrun_option_is_reported():
+    from torch.distributed.run import get_args_parser
+
+    assert "unrecognized arguments: --nodes=2" in parse_error(get_args_parser(), ["--nodes=2", "stages/train.py"])
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda path: path.relative_to(REPO).as_posix())
