@@ -35,7 +35,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", type=Path)
     parser.add_argument("--epochs", type=int, default=1, help="epochs measured per model")
+    parser.add_argument("--budget-minutes", type=float, help="print the train.epochs that fits this much training here")
+    parser.add_argument(
+        "--trainval",
+        type=int,
+        default=REAL_COUNTS["n_trainval"],
+        help="train + validation images to measure on (fewer is quicker; epochs are scaled to the real count)",
+    )
     args = parser.parse_args()
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        parser.error("--budget-minutes must be positive")
+    if not 20 <= args.trainval <= REAL_COUNTS["n_trainval"]:
+        parser.error(f"--trainval must be between 20 and {REAL_COUNTS['n_trainval']}")
     yaml = YAML()
     preset = yaml.load(args.preset)
     planned_epochs = int(preset["train"]["epochs"])
@@ -46,15 +57,17 @@ def main() -> None:
         params = yaml.load(project / "params.yaml")
         params["data"]["source"] = "synthetic"
         params["data"]["synthetic"].update(REAL_COUNTS)
+        params["data"]["synthetic"]["n_trainval"] = args.trainval
         params["train"]["epochs"] = args.epochs
         params["models"]["resnet34_unet"]["encoder_weights"] = None  # the same speed, and no download needed
         yaml.dump(params, project / "params.yaml")
         seconds = repro_stages(project, ("download", "preprocess", *TRAIN_STAGES.values(), "evaluate"))
         per_epoch = {}
+        scale = REAL_COUNTS["n_trainval"] / args.trainval  # an epoch's time is proportional to its images
         for model in TRAIN_STAGES:
             checkpoint = load_checkpoint(project / "models" / model / "last.pt")
             per_epoch[model] = {
-                "seconds_per_epoch": round(sum(checkpoint.epoch_seconds) / len(checkpoint.epoch_seconds), 1),
+                "seconds_per_epoch": round(scale * sum(checkpoint.epoch_seconds) / len(checkpoint.epoch_seconds), 1),
                 "precision": checkpoint.signature["precision"],
             }
     training = sum(planned_epochs * m["seconds_per_epoch"] for m in per_epoch.values())
@@ -64,6 +77,7 @@ def main() -> None:
         "image_size": int(preset["data"]["image_size"]),
         "planned_epochs": planned_epochs,
         "measured_epochs": args.epochs,
+        "measured_trainval_images": args.trainval,
         "stage_seconds": seconds,
         "per_epoch": per_epoch,
         "projected_training_minutes": round(training / 60, 1),
@@ -72,10 +86,21 @@ def main() -> None:
         ),
         "machine": machine(),
     }
+    if args.budget_minutes is not None:
+        per_both = sum(m["seconds_per_epoch"] for m in per_epoch.values())
+        fits = max(1, int(args.budget_minutes * 60 // per_both))
+        result["budget_minutes"] = args.budget_minutes
+        result["epochs_that_fit"] = fits
     out = ROOT / "benchmarks" / f"preset_time_{args.preset.stem}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written: {out}")
+    if args.budget_minutes is not None:
+        print(
+            f"train.epochs that fits {args.budget_minutes:g} minutes of training here (both models): "
+            f"{result['epochs_that_fit']}\n"
+            f"  cp {args.preset} params.yaml && dvc exp run -S train.epochs={result['epochs_that_fit']}"
+        )
 
 
 if __name__ == "__main__":
