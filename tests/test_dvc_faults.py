@@ -254,7 +254,8 @@ def test_a_truncated_cache_array_names_dvc_repro_preprocess(project: Path, uncha
 
 
 def test_forced_reruns_leave_git_status_and_dvc_lock_unchanged(project: Path, unchanged: None) -> None:
-    for command in (["-f", "evaluate"], ["-f", "evaluate"], ["-f", "-s", "compare"], ["-f", "-s", "plot"],
+    # -f evaluate re-runs every stage up to evaluate (training included); then evaluate alone once more
+    for command in (["-f", "evaluate"], ["-f", "-s", "evaluate"], ["-f", "-s", "compare"], ["-f", "-s", "plot"],
                     ["-f", "-s", "infer"]):  # fmt: skip
         output = run(project, "dvc", "repro", *command).stdout
         assert f"Running stage '{command[-1]}'" in output

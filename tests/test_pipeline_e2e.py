@@ -149,7 +149,12 @@ def test_compare_against_the_commit_before_an_evaluate_change(project: Path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split(",")[0] for line in lines if "dice_mean: here minus HEAD~1" in line] == ["UNet", "ResNet34-UNet"]
-    assert all("95% CI [" in line and "Wilcoxon p = " in line for line in lines)
+    measured = [line for line in lines if ": here minus HEAD~1 " in line]
+    assert measured and all("95% CI [" in line and "Wilcoxon p = " in line for line in measured)
+    assert all("one training run per side (training noise not included)" in line for line in measured)
+    # only evaluate's params changed: dvc.lock's training entries are the same at both commits, and it says so
+    assert "UNet: train_unet's code, params and data are identical here and at HEAD~1" in done.stdout
+    assert "detectable" not in done.stdout
 
 
 def test_plots_show_and_diff_render_both_models(project: Path):
