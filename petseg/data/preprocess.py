@@ -22,22 +22,19 @@ What it guarantees:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from petseg.data import imaging
 from petseg.data.cache import LABELS_FILE, labels_text, split_dir
+from petseg.data.decode import Task, decoded_results
 from petseg.data.layout import (
     IMAGES_DIR,
     TEST_LIST,
@@ -49,93 +46,13 @@ from petseg.data.layout import (
     read_list,
     trimap_path,
 )
-from petseg.data.rows import NpyRows, RowTarget, RowWriter
+from petseg.data.rows import NpyRows
 from petseg.data.splits import SPLITS, split_names
 from petseg.errors import DataError
 from petseg.io import atomic_path, remove_stale_temps, write_error
 from petseg.system import usable_cpus
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Task:
-    index: int  # position in the whole run (results come back in this order)
-    split: str
-    row: int  # position in the split's arrays
-    name: str
-    image_file: str
-    trimap_file: str
-    size: int
-    jpeg_draft: bool
-
-
-@dataclass
-class _Result:
-    index: int
-    notes: list[str] = field(default_factory=list)
-    skip: str | None = None
-
-
-# split -> (images, masks, trimaps) targets
-_Targets = dict[str, tuple[RowTarget, ...]]
-
-
-def load_pair(task: _Task) -> tuple[_Result, tuple[np.ndarray, np.ndarray] | None]:
-    """Decode, check and resize one image/trimap pair: (result, (RGB pixels, trimap pixels) or None when skipped).
-
-    Both files are checked before either is decoded, so a missing trimap never costs a decode.
-    """
-    result = _Result(task.index)
-    what = "image"
-    try:
-        imaging.check_file(Path(task.image_file))
-        what = "trimap"
-        imaging.check_file(Path(task.trimap_file))
-        what = "image"
-        photo = imaging.read_photo(task.image_file, draft_size=task.size if task.jpeg_draft else None)
-        what = "trimap"
-        trimap = imaging.read_trimap(task.trimap_file, photo.stored_size)
-    except imaging.UnusableFile as problem:
-        result.skip = f"{what}: {problem}"
-        return result, None
-    result.notes = photo.notes
-    return result, (imaging.photo_pixels(photo.rgb, task.size), imaging.trimap_pixels(trimap, task.size))
-
-
-def _load_chunk(targets: _Targets, tasks: list[_Task]) -> list[_Result]:
-    """Decode a chunk of pairs and write their rows in place (runs in a worker process)."""
-    results: list[_Result] = []
-    with RowWriter() as writer:
-        for task in tasks:
-            result, pixels = load_pair(task)
-            if pixels is not None:
-                image, trimap = pixels
-                writer.write(targets[task.split], task.row, (image, imaging.pet_mask(trimap), trimap))
-            results.append(result)
-    return results
-
-
-def _results(tasks: list[_Task], targets: _Targets, workers: int, chunk: int) -> Iterator[_Result]:
-    """Results in task order, from ``workers`` processes with a bounded number of chunks in flight."""
-    chunks = [tasks[i : i + chunk] for i in range(0, len(tasks), chunk)]
-    if workers <= 1 or len(chunks) <= 1:
-        for part in chunks:
-            yield from _load_chunk(targets, part)
-        return
-    with multiprocessing.get_context().Pool(min(workers, len(chunks))) as pool:
-        pending: collections.deque = collections.deque()
-        upcoming = iter(chunks)
-        for part in upcoming:
-            pending.append(pool.apply_async(_load_chunk, (targets, part)))
-            if len(pending) >= 4 * workers:
-                break
-        while pending:
-            done = pending.popleft().get()
-            next_part = next(upcoming, None)
-            if next_part is not None:
-                pending.append(pool.apply_async(_load_chunk, (targets, next_part)))
-            yield from done
 
 
 @contextlib.contextmanager
@@ -231,7 +148,7 @@ def preprocess(
         )
     planned = [(name, row, item) for name in SPLITS for row, item in enumerate(names[name])]
     tasks = [
-        _Task(
+        Task(
             index,
             name,
             row,
@@ -274,7 +191,7 @@ def preprocess(
         bar = stack.enter_context(
             tqdm(total=len(tasks), desc="preprocess", unit="img", disable=not progress, leave=False)
         )
-        for result in _results(tasks, targets, workers, chunk):
+        for result in decoded_results(tasks, targets, workers, chunk):
             task = tasks[result.index]
             if result.skip is not None:
                 skipped.append({"name": task.name, "split": task.split, "reason": result.skip})

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,11 +20,10 @@ from tqdm import tqdm
 
 import petseg
 from petseg.checkpoint import Checkpoint, save_checkpoint
-from petseg.data.cache import Split, fingerprint, load_split
+from petseg.data.cache import fingerprint
 from petseg.device import configure_device, resolve_compile, resolve_device
 from petseg.distributed import DistContext, init_distributed, shutdown_distributed
-from petseg.errors import CheckpointError, DataError
-from petseg.io import remove_stale_temps
+from petseg.errors import CheckpointError
 from petseg.losses import get_loss
 from petseg.memory import out_of_memory_explained
 from petseg.models import architecture, build_model
@@ -35,14 +34,13 @@ from petseg.training.log import EpochLog, epoch_record
 from petseg.training.loops import train_one_epoch, validate
 from petseg.training.optim import current_lr, make_optimizer, make_scheduler, step_epoch_scheduler
 from petseg.training.resume import (
-    ResumePlan,
     output_lock,
-    plan_resume,
     restore_rng_state,
     rng_state,
     run_signature,
     seed_everything,
 )
+from petseg.training.setup import load_splits, parallel_model, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -105,33 +103,6 @@ def fit(
     return result
 
 
-def _load_splits(cache_dir: Path, context: DistContext, model_name: str, batch_size: int) -> tuple[Split, Split]:
-    train_split, val_split = load_split(cache_dir, "train"), load_split(cache_dir, "val")
-    if len(train_split) < batch_size:
-        raise DataError(
-            f"{train_split.directory}: the train split holds {len(train_split)} images, fewer than one batch of "
-            f"models.{model_name}.batch_size = {batch_size}; lower the batch size or use more training data"
-        )
-    if len(val_split) < max(1, context.world_size):
-        raise DataError(
-            f"{val_split.directory}: {len(val_split)} val images, fewer than the {context.world_size} processes"
-        )
-    return train_split, val_split
-
-
-def _plan(
-    out_dir: Path, signature: dict[str, Any], config: TrainParams, context: DistContext, model_name: str
-) -> ResumePlan:
-    """Rank 0 decides whether to continue last.pt; every rank continues rank 0's checkpoint."""
-    plan: ResumePlan | None = None
-    if context.is_main:
-        remove_stale_temps(out_dir)
-        plan = plan_resume(out_dir, signature, config.epochs, config.scheduler)
-        fresh_start = plan.action == "fresh" and plan.reason != "no checkpoint yet"
-        log.info("%s: %s", model_name, f"starting over: {plan.reason}" if fresh_start else plan.reason)
-    return cast(ResumePlan, context.broadcast_object(plan))
-
-
 def _restore(
     checkpoint: Checkpoint,
     model: nn.Module,
@@ -159,22 +130,6 @@ def _restore(
     )
 
 
-def _parallel(model: nn.Module, device: torch.device, context: DistContext, compile_model: bool) -> nn.Module:
-    """The model as the training steps call it: DDP across processes, compiled when asked."""
-    if context.enabled:
-        # With more than two processes the order in which gradients are summed depends on DDP's
-        # buckets, which DDP regroups after its first step; a resumed run must sum them as the
-        # uninterrupted run did, so find_unused_parameters=True keeps the first buckets for good (the
-        # cost: one graph traversal per step, and a one-time DDP warning that no parameter was unused).
-        # Two processes sum a + b, the same either way.
-        model = nn.parallel.DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=context.world_size > 2,
-        )
-    return torch.compile(model) if compile_model else model
-
-
 def _fit(
     model_name: str,
     model_params: Any,
@@ -188,7 +143,7 @@ def _fit(
 ) -> FitResult:
     configure_device(device)
     batch_size = context.global_batch(model_params.batch_size, f"models.{model_name}.batch_size")
-    train_split, val_split = _load_splits(cache_dir, context, model_name, batch_size)
+    train_split, val_split = load_splits(cache_dir, context, model_name, batch_size)
     image_size = train_split.image_size
     precision = resolve_precision(config.precision, device)
     compiled, compile_reason = resolve_compile(config.compile, device)
@@ -196,7 +151,7 @@ def _fit(
     signature["precision"] = precision.name  # what auto resolved to on this machine: part of the run
     if context.enabled:  # per-rank BatchNorm statistics and augmentation make the process count part of the run
         signature["world_size"] = context.world_size
-    plan = _plan(out_dir, signature, config, context, model_name)
+    plan = plan_run(out_dir, signature, config, context, model_name)
     if context.is_main:
         log.info(
             "%s: training in %s (%s); %s (%s)",
@@ -225,7 +180,7 @@ def _fit(
         epoch_log.close()
         return FitResult(state.best_dice, state.best_epoch, 0, state.history)
 
-    train_model = _parallel(model, device, context, compiled)
+    train_model = parallel_model(model, device, context, compiled)
     loss_fn = get_loss(config.loss)
     train_data, val_data = (
         SplitTensors(train_split, device, channels_last),
