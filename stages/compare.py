@@ -27,6 +27,9 @@ def main() -> int:
     )
     parser.add_argument("--by", metavar="KEY", help="with --experiments: compare the groups that differ in this param")
     parser.add_argument("--json", metavar="FILE", help="with --experiments: write the numbers to FILE")
+    parser.add_argument(
+        "--rev", default="HEAD", help="with --experiments: the commit whose experiments (default: HEAD)"
+    )
     parser.add_argument("--table", action="store_true", help="the metrics of the models side by side")
     parser.add_argument(
         "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="the first is the reference"
@@ -38,8 +41,8 @@ def main() -> int:
         "--out", default=str(paths.COMPARE_FILE), help="the stage's output (default: metrics/compare.json)"
     )
     args = parser.parse_args()
-    if (args.by or args.json) and args.experiments is None:
-        parser.error("--by and --json go with --experiments")
+    if (args.by or args.json or args.rev != "HEAD") and args.experiments is None:
+        parser.error("--by, --json and --rev go with --experiments")
     stage_params(args.params)  # reads no params, but a broken params file stops the pipeline
     from petseg.compare import compare_against, compare_models, compare_seeds, write_report
 
@@ -53,7 +56,7 @@ def main() -> int:
         print("\n".join(lines))
         return 0 if same_images else 1
     if args.experiments is not None:
-        lines, report = compare_seeds(args.models, by=args.by, names=args.experiments)
+        lines, report = compare_seeds(args.models, by=args.by, names=args.experiments, rev=args.rev)
         print("\n".join(lines))
         if args.json:
             write_report(args.json, report)

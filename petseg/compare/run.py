@@ -215,10 +215,15 @@ def compare_against(
 
 
 def compare_seeds(
-    models: Sequence[str], *, by: str | None = None, names: Sequence[str] | None = None, repo: str | Path = "."
+    models: Sequence[str],
+    *,
+    by: str | None = None,
+    names: Sequence[str] | None = None,
+    rev: str = "HEAD",
+    repo: str | Path = ".",
 ) -> tuple[list[str], dict[str, Any]]:
-    """The seed study of the current commit's experiments and the workspace (or of the experiments ``names``)."""
-    runs = read_runs(models, repo=repo)
+    """The seed study of commit ``rev``'s run, its experiments and the workspace (or of the experiments ``names``)."""
+    runs = read_runs(models, rev=rev, repo=repo)
     if names:
         unknown = sorted(set(names) - {run.label for run in runs})
         if unknown:
