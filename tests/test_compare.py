@@ -190,3 +190,32 @@ def test_different_test_images_compare_the_shared_ones_or_refuse(repo: Path) -> 
         done.stderr.strip()
         == "error: unet: the test images here and at HEAD share only 9 image(s) (at least 10 are needed to compare)"
     )
+
+
+def test_table_puts_the_models_side_by_side_within_120_columns(repo: Path) -> None:
+    keys = {
+        "dice_mean": 0.71,
+        "dice_median": 0.72,
+        "iou_mean": 0.55,
+        "boundary_iou_mean": 0.15,
+        "n_images": 40,
+        "tta": False,
+        "parameters": 39033601,
+        "train_seconds_per_epoch": 22.58,
+    }
+    (repo / "metrics").mkdir()
+    for model, shift in (("unet", 0.0), ("resnet34_unet", -0.02)):
+        values = {k: v + shift if isinstance(v, float) else v for k, v in keys.items()}
+        (repo / "metrics" / f"{model}.json").write_text(json.dumps(values))
+    subprocess.run(["git", *GIT_USER, "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", *GIT_USER, "commit", "-qm", "metrics"], cwd=repo, check=True)
+    (repo / "metrics" / "unet.json").write_text(json.dumps({**keys, "dice_mean": 0.75}))
+    done = run(repo, "--table", "--against", "HEAD")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["metric", "UNet", "UNet", "@", "HEAD", "ResNet34-UNet", "ResNet34-UNet", "@", "HEAD"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert list(rows) == list(keys)  # a metric per row, in the file's order
+    assert rows["dice_mean"] == ["0.7500", "0.7100", "0.6900", "0.6900"]
+    assert rows["n_images"] == ["40"] * 4 and rows["tta"] == ["false"] * 4
+    assert max(len(line) for line in lines) <= 120
