@@ -33,6 +33,8 @@ from petseg.training.loops import validate
 from tests.cachemaker import write_cache
 from tests.paramsfile import REPO, write_params
 
+pytestmark = pytest.mark.slow  # torchrun processes
+
 EPOCHS = 3
 # no augmentation: each rank draws its own (from seed, epoch and rank, by design), so with it on the
 # two runs would see other images, not just other BatchNorm statistics

@@ -175,6 +175,7 @@ def test_killed_preprocess_keeps_the_old_cache_and_runs_again(tmp_path: Path) ->
     assert temps(cache) == [] and load_split(cache, "test").image_size == 64
 
 
+@pytest.mark.slow
 def test_dvc_repro_after_dvc_itself_was_killed_mid_stage(tmp_path: Path) -> None:
     """SIGKILL to DVC's whole process group mid-preprocess; a plain `dvc repro` then finishes the job."""
     project = copy_project(tmp_path / "petseg", {

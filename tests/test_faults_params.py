@@ -21,6 +21,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy_project(tmp_path_factory.mktemp("params") / "petseg")
 
 
+@pytest.mark.slow  # dvc exp run
 @pytest.mark.parametrize("setting,message", [
     ("train.lr=-1", "error: params.yaml: train.lr = -1.0 is invalid; allowed: a number > 0.0"),
     ("+train.learnig_rate=0.1", "error: params.yaml: unknown key train.learnig_rate; known keys here: train.epochs"),

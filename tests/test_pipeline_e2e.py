@@ -22,6 +22,8 @@ from petseg.evaluation import run as evaluation_run
 from tests.paramsfile import REPO
 from tests.projectcopy import GIT_USER, copy_project, dvc_env
 
+pytestmark = pytest.mark.slow  # the whole pipeline through dvc repro, exp run and the queue
+
 TINY = {
     "data.synthetic.n_trainval": 30,
     "data.synthetic.n_test": 12,

@@ -22,6 +22,8 @@ import pytest
 
 from tests.paramsfile import REPO, write_params
 
+pytestmark = pytest.mark.slow  # real dvc push and pull
+
 MAKE_CACHE = f"""\
 import sys
 from pathlib import Path

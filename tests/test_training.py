@@ -219,6 +219,7 @@ def _train_command(params: Path, cache: Path, out: Path, live: Path) -> list[str
     ]
 
 
+@pytest.mark.slow
 def test_training_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp_path: Path):
     cache = write_cache(tmp_path / "cache", {"train": 96, "val": 16}, image_size=32)
     params = write_params(
