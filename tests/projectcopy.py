@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,3 +43,16 @@ def dvc_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("DVC_NO_ANALYTICS", None)
     return env
+
+
+def run(project: Path, *args: str, timeout: float = 900) -> str:
+    """Run a command in the project as a user would (DVC's environment); its output, or a failed assertion with it."""
+    result = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=timeout, env=dvc_env())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a dvc repro or exp run ran, in order, from its output."""
+    return re.findall(r"Running stage '([^']+)'", output)

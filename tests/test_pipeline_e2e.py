@@ -20,7 +20,7 @@ import yaml
 
 from petseg.evaluation import run as evaluation_run
 from tests.paramsfile import REPO
-from tests.projectcopy import GIT_USER, copy_project, dvc_env
+from tests.projectcopy import GIT_USER, copy_project, dvc_env, run, stages_run
 
 pytestmark = pytest.mark.slow  # the whole pipeline through dvc repro, exp run and the queue
 
@@ -37,17 +37,6 @@ TINY = {
 }
 STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # every stage, one train stage per model
 METRIC_KEYS = set(evaluation_run.METRIC_KEYS)
-
-
-def run(project: Path, *args: str, timeout: float = 600) -> str:
-    result = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=timeout, env=dvc_env())
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output[-4000:]}"
-    return output
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,6 @@ import copy
 import dataclasses
 import inspect
 import json
-import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
@@ -36,7 +34,7 @@ from petseg.models.nets.unet import UNet
 from petseg.training.optim import EXTENSIBLE_SCHEDULERS, OPTIMIZERS, make_scheduler
 from tests.cachemaker import write_cache
 from tests.paramsfile import REPO, evaluate_params
-from tests.projectcopy import GIT_USER, copy_project, dvc_env
+from tests.projectcopy import GIT_USER, copy_project, run, stages_run
 
 # ------------------------------------------------ a model's params section and its constructor
 
@@ -393,17 +391,6 @@ def add_third_model(project: Path) -> None:
     (project / "dvc.yaml").write_text(dvc_yaml.replace(resnet, resnet + stage))
     with open(project / "tests" / "test_models.py", "a") as handle:
         handle.write(TEST_SUBCLASS)
-
-
-def run(project: Path, *args: str, timeout: float = 900) -> str:
-    result = subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=timeout, env=dvc_env())
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output[-4000:]}"
-    return output
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 def colour_pixels(path: Path, colour: str) -> int:
