@@ -10,6 +10,7 @@ import torch
 from petseg.checkpoint import Checkpoint, load_model, save_checkpoint
 from petseg.errors import CheckpointError
 from petseg.models import MODELS, ResNet34UNet, UNet, build_model, count_parameters
+from petseg.models.nets.parts import CentreTapConv2d, use_centre_taps
 from petseg.models.nets.resnet34_unet import ResNet34_Weights
 
 
@@ -161,3 +162,50 @@ def test_build_model_ignores_training_keys_and_rejects_unknown_options():
     assert isinstance(build_model("unet", base_channels=4, batch_size=8), UNet)
     with pytest.raises(ValueError, match="bad options for model 'unet'"):
         build_model("unet", base_channels=4, depth=5)
+
+
+@pytest.mark.parametrize("side", [1, 2, 5])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_centre_tap_conv_is_the_same_function_and_gradient_as_a_3x3_conv(side: int, groups: int):
+    """On a 1 x 1 map the centre tap alone must give nn.Conv2d's output and weight gradient (outer taps 0)."""
+    torch.manual_seed(0)
+    reference = torch.nn.Conv2d(8, 12, kernel_size=3, padding=1, groups=groups).double()
+    fast = torch.nn.Conv2d(8, 12, kernel_size=3, padding=1, groups=groups).double()
+    fast.load_state_dict(reference.state_dict())
+    assert use_centre_taps(fast) == 1 and isinstance(fast, CentreTapConv2d)
+    inputs = torch.randn(3, 8, side, side, dtype=torch.float64)
+    upstream = torch.randn(3, 12, side, side, dtype=torch.float64)
+    grads = []
+    for conv in (reference, fast):
+        x = inputs.clone().requires_grad_(True)
+        out = conv(x)
+        (out * upstream).sum().backward()
+        grads.append((out.detach(), x.grad, conv.weight.grad, conv.bias.grad))
+    for expected, got in zip(*grads):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    if side == 1:
+        outer = grads[1][2].clone()
+        outer[:, :, 1, 1] = 0
+        assert not outer.any()  # only the centre tap ever meets data on a 1 x 1 map
+
+
+def test_use_centre_taps_leaves_other_convs_alone():
+    convs = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 4, 3, padding=1),
+        torch.nn.Conv2d(4, 4, 3, stride=2, padding=1),  # its 1 x 1 output reads real pixels
+        torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
+        torch.nn.Conv2d(4, 4, 1),
+        torch.nn.Conv2d(4, 4, 3, padding=2, dilation=2),
+    )
+    assert use_centre_taps(convs) == 1
+    assert [type(conv) is CentreTapConv2d for conv in convs] == [True, False, False, False, False]
+
+
+def test_resnet34_unet_at_32_px_takes_the_centre_tap_path_and_keeps_its_state_dict_names():
+    model = ResNet34UNet()
+    plain = {name for name, _ in torch.nn.Module.named_parameters(model)}
+    assert isinstance(model.bridge[0], CentreTapConv2d) and isinstance(model.layer4[1].conv1, CentreTapConv2d)
+    assert not isinstance(model.layer4[0].conv1, CentreTapConv2d)  # stride 2
+    assert "bridge.0.weight" in plain and set(model.state_dict()) >= plain
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from petseg import paths
-from petseg.checkpoint import load_checkpoint
 from petseg.data.cache import Split, load_split
 from petseg.device import resolve_device
 from petseg.evaluation.scoring import by_breed, evaluate_checkpoint
@@ -47,17 +46,6 @@ def metrics_record(summary: dict[str, Any]) -> dict[str, Any]:
     if missing or extra:  # the summary and METRIC_KEYS must name the same figures
         raise ValueError(f"the summary and METRIC_KEYS differ: missing {missing}, not in METRIC_KEYS {extra}")
     return {key: summary[key] for key in METRIC_KEYS}
-
-
-def training_seconds(best: Path) -> list[float]:
-    """Seconds per epoch of the run that made ``best`` (from its last.pt when that belongs to the same run)."""
-    last = best.with_name("last.pt")
-    best_checkpoint = load_checkpoint(best)
-    if last.is_file():
-        last_checkpoint = load_checkpoint(last)
-        if last_checkpoint.signature == best_checkpoint.signature:
-            return last_checkpoint.epoch_seconds
-    return best_checkpoint.epoch_seconds
 
 
 def _note_unlabelled(split: Split) -> None:
@@ -88,9 +76,7 @@ def evaluate_models(
     split = load_split(cache_dir, "test")
     _note_unlabelled(split)
     evaluations = {
-        name: evaluate_checkpoint(
-            path, split, config, torch_device, expected_model=name, epoch_seconds=training_seconds(path)
-        )
+        name: evaluate_checkpoint(path, split, config, torch_device, expected_model=name)
         for name, path in checkpoints.items()
     }
     summaries = {name: metrics_record(evaluation.summary) for name, evaluation in evaluations.items()}

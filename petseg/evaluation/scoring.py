@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from petseg.checkpoint import check_model_name
+from petseg.checkpoint import Checkpoint, check_model_name, load_checkpoint
 from petseg.data.cache import Split
 from petseg.data.layout import BREEDS
 from petseg.errors import CheckpointError, DataError
@@ -124,6 +124,16 @@ def forward_gflops(model: torch.nn.Module, image_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def training_seconds(best: Path, best_checkpoint: Checkpoint) -> list[float]:
+    """Seconds per epoch of the run that made ``best`` (from its last.pt when that belongs to the same run)."""
+    last = best.with_name("last.pt")
+    if last != best and last.is_file():
+        last_checkpoint = load_checkpoint(last)
+        if last_checkpoint.signature == best_checkpoint.signature:
+            return last_checkpoint.epoch_seconds
+    return best_checkpoint.epoch_seconds
+
+
 def evaluate_checkpoint(
     path: str | Path,
     split: Split,
@@ -131,11 +141,17 @@ def evaluate_checkpoint(
     device: str | torch.device = "auto",
     *,
     expected_model: str | None = None,
-    epoch_seconds: Sequence[float] = (),
+    epoch_seconds: Sequence[float] | None = None,
 ) -> ModelEvaluation:
-    """Score one checkpoint on a cache split; ``epoch_seconds`` is the training run's time per epoch."""
+    """Score one checkpoint on a cache split.
+
+    ``epoch_seconds`` is the training run's time per epoch; None reads it from the checkpoint
+    (and from the last.pt beside it, when that belongs to the same run).
+    """
     predictor = Predictor(path, device, tta=config.tta)
     checkpoint = predictor.checkpoint
+    if epoch_seconds is None:
+        epoch_seconds = training_seconds(Path(path), checkpoint)
     name = checkpoint.model_name
     if expected_model is not None:
         check_model_name(checkpoint, path, expected_model)

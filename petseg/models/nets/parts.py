@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # ImageNet statistics: both models normalise inside, so a checkpoint is all inference needs.
@@ -54,10 +55,44 @@ class Normalize(nn.Module):
     def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("inv_std", 1.0 / torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        # 1/std in Python: tensor arithmetic on the meta device (checkpoint loading builds a skeleton
+        # there first) imports torch's reference decompositions, seconds per process.
+        self.register_buffer("inv_std", torch.tensor([1.0 / s for s in std]).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) * self.inv_std
+
+
+class CentreTapConv2d(nn.Conv2d):
+    """A 3x3 conv (stride 1, zero padding 1) that, on a 1 x 1 map, multiplies by its centre tap only.
+
+    On a 1 x 1 input the eight outer taps only ever meet the zero padding, so this is the same
+    function with the same gradients (exact zeros for the outer taps) in a ninth of the work.
+    It matters on CPUs: oneDNN's 3x3 weight gradient on a 1 x 1 map is slow (ResNet34's layer4
+    and the bridge are 1 x 1 at 32 px inputs). Parameters and state_dict are those of nn.Conv2d.
+    """
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if input.shape[-2:] == (1, 1):
+            return F.conv2d(input, weight[:, :, 1:2, 1:2], bias, groups=self.groups)
+        return super()._conv_forward(input, weight, bias)
+
+
+def use_centre_taps(module: nn.Module) -> int:
+    """Make every plain 3x3, stride-1, zero-padding-1 nn.Conv2d in ``module`` a CentreTapConv2d; returns how many."""
+    count = 0
+    for conv in module.modules():
+        if (
+            type(conv) is nn.Conv2d
+            and conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1)
+            and conv.padding == (1, 1)
+            and conv.dilation == (1, 1)
+            and conv.padding_mode == "zeros"
+        ):
+            conv.__class__ = CentreTapConv2d
+            count += 1
+    return count
 
 
 class SegmentationModel(nn.Module):
