@@ -31,6 +31,7 @@ JITTER = Float(ge=0.0, lt=1.0)
 MD5 = Str(r"[0-9a-fA-F]{32}", "an md5 hex digest (32 hex digits)")
 DEVICE = Str(r"auto|cpu|mps|cuda(:[0-9]+)?", "auto, cpu, mps, cuda or cuda:N")
 THRESHOLD = Float(gt=0.0, lt=1.0)
+POSTPROCESS = ("none", "largest")  # petseg.postprocess: what is done to a thresholded mask
 # batch norm needs two values per channel in training; the deepest feature maps of the models are 1 x 1
 # at the smallest data.image_size (32), so each process's batch must hold two images
 MIN_BATCH_PER_PROCESS = 2
@@ -132,6 +133,7 @@ class EvaluateParams:
     tta: bool
     n_worst: Annotated[int, Int(min=0, max=64)]
     batch_size: Annotated[int, Int(min=1)]
+    postprocess: Annotated[str, Choice(*POSTPROCESS)] = "none"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class InferParams:
     input_dir: Annotated[str | None, Str().or_null()]
     threshold: Annotated[float, THRESHOLD]
     tta: bool
+    postprocess: Annotated[str, Choice(*POSTPROCESS)] = "none"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Stage infer: a mask and a panel for every image of a folder, at each image's own size.
 
     python -m stages.infer                                   # pipeline: infer.* params, raw test images
-    python -m stages.infer --model models/unet/best.pt --input DIR --output DIR [--tta]
+    python -m stages.infer --model models/unet/best.pt --input DIR --output DIR [--tta] [--postprocess largest]
     python -m stages.infer --model resnet34_unet --input photos/ --trimaps annotations/trimaps/
 
 --model is a checkpoint file or a model name (models/<name>/best.pt). Without
@@ -16,6 +16,7 @@ import argparse
 
 from petseg import paths
 from petseg.cli import DEVICE_HELP, run_stage, stage_params, stage_parser
+from petseg.params import POSTPROCESS
 
 
 def main() -> None:
@@ -39,6 +40,12 @@ def main() -> None:
         default=None,
         help="flip test-time augmentation (default: infer.tta)",
     )
+    parser.add_argument(
+        "--postprocess",
+        choices=POSTPROCESS,
+        default=None,
+        help="largest: keep the largest pet region and fill its holes (default: infer.postprocess)",
+    )
     parser.add_argument("--raw", default=str(paths.RAW_DIR), help="raw data folder (default: data/raw/oxford-iiit-pet)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,6 +67,7 @@ def main() -> None:
         output,
         threshold=threshold,
         tta=section.tta if args.tta is None else args.tta,
+        postprocess=section.postprocess if args.postprocess is None else args.postprocess,
         jpeg_draft=params.preprocess.jpeg_draft,
         trimaps_dir=args.trimaps,
         raw_dir=args.raw,

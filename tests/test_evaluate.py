@@ -343,3 +343,19 @@ def test_stage_script_runs_and_fails_cleanly(workspace: Path, tmp_path: Path) ->
     )
     # (a missing checkpoint as a one-line error: test_missing_checkpoint_names_the_stage and the infer stage test)
     assert refused.returncode == 2 and "evaluate.threshold" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_largest_region_postprocessing_is_scored(workspace: Path) -> None:
+    """evaluate.postprocess: largest scores the reference's largest filled region of each thresholded mask."""
+    from tests.test_postprocess import reference_largest_filled
+
+    run_evaluate(workspace, "largest", threshold=0.5, tta=False, n_worst=3, batch_size=3, postprocess="largest")
+    images = np.load(workspace / "cache" / "test" / "images.npy")
+    truth = np.load(workspace / "cache" / "test" / "masks.npy")
+    predicted = sigmoid(independent_logits(workspace / "models" / "unet" / "best.pt", images)) > 0.5
+    kept = np.stack([reference_largest_filled(mask) for mask in predicted])
+    assert (kept != predicted).any()  # the tiny model's masks have strays or holes to remove
+    dice, _, _ = numpy_scores(kept, truth)
+    np.testing.assert_array_equal(read_table(workspace / "largest" / "plots" / "unet.csv")["dice"], dice)
+    record = json.loads((workspace / "largest" / "metrics" / "unet.json").read_text())
+    assert record["postprocess"] == "largest" and record["dice_mean"] == pytest.approx(dice.mean(), abs=1e-12)

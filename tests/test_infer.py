@@ -350,3 +350,20 @@ def test_a_model_name_must_find_that_model_in_its_checkpoint(
     )
     assert not Path("predictions").exists()
     infer_folder(swapped, images, tmp_path / "out", device="cpu", progress=False)  # a file is taken as it is
+
+
+def test_largest_region_postprocessing_of_the_full_size_masks(checkpoint: Path, inferred, messy: Path, tmp_path: Path):
+    """infer --postprocess largest: each written mask is the largest filled region of the plain mask."""
+    from tests.test_postprocess import reference_largest_filled
+
+    _, plain = inferred
+    out = tmp_path / "largest"
+    infer_folder(checkpoint, messy / "images", out, postprocess="largest", device="cpu", progress=False)
+    changed = 0
+    for path in sorted(plain.glob("*_mask.png")):
+        with Image.open(path) as before, Image.open(out / path.name) as after:
+            expected = reference_largest_filled(np.asarray(before) == 255)
+            written = np.asarray(after) == 255
+        np.testing.assert_array_equal(written, expected, err_msg=path.name)
+        changed += int((written != (np.asarray(Image.open(path)) == 255)).any())
+    assert changed  # the tiny model leaves strays or holes somewhere

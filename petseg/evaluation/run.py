@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # the order of the keys in every metrics/<model>.json
 METRIC_KEYS = (
     "dice_mean", "dice_median", "dice_std", "dice_min", "dice_max", "iou_mean", "dice_pooled", "pixel_accuracy",
-    "n_images", "threshold", "tta", "checkpoint_epoch", "checkpoint_val_dice", "dice_mean_ignore_border",
+    "n_images", "threshold", "tta", "postprocess", "checkpoint_epoch", "checkpoint_val_dice", "dice_mean_ignore_border",
     "boundary_iou_mean", "dice_mean_cat", "dice_mean_dog", "parameters", "gflops", "train_seconds_per_epoch",
 )  # fmt: skip
 

@@ -35,6 +35,7 @@ from petseg.memory import out_of_memory_explained
 from petseg.metrics import TN, TP, boundary_iou, dice_from_counts, dice_ignoring, iou_from_counts, pixel_counts
 from petseg.models import count_parameters
 from petseg.params import EvaluateParams
+from petseg.postprocess import postprocess_masks
 from petseg.predict import Predictor
 
 BOUNDARY = 3  # the trimap's "not classified" band
@@ -165,7 +166,7 @@ def evaluate_checkpoint(
     counts, scores, packed = [], {"ignore_border": [], "boundary": []}, []
     with out_of_memory_explained(predictor.device, name, config.batch_size, split.image_size, "evaluate.batch_size"):
         for start, probabilities in predictor.batches(split.images, config.batch_size):
-            predicted = (probabilities > config.threshold)[:, 0]
+            predicted = postprocess_masks((probabilities > config.threshold)[:, 0], config.postprocess)
             rows = slice(start, start + len(predicted))
             truth = torch.from_numpy(np.array(split.masks[rows], dtype=np.uint8)).to(predictor.device).bool()
             border = torch.from_numpy(np.array(split.trimaps[rows]) == BOUNDARY).to(predictor.device)
@@ -191,6 +192,7 @@ def evaluate_checkpoint(
         {
             "threshold": float(config.threshold),
             "tta": bool(config.tta),
+            "postprocess": config.postprocess,
             "checkpoint_epoch": checkpoint.epoch,
             "checkpoint_val_dice": checkpoint.val_dice,
             "parameters": count_parameters(predictor.model),

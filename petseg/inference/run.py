@@ -11,7 +11,7 @@ Photos are read by petseg.data.imaging, exactly as preprocessing reads them
 (same RGB conversion and alpha rule, same resize, same JPEG draft decoding when
 ``jpeg_draft`` is on), but upright. Probabilities come from petseg.predict (the
 path evaluation uses, flip TTA included); the probability map is resized
-bilinear to the original size and only then thresholded.
+bilinear to the original size and only then thresholded (and post-processed, see petseg.postprocess).
 
 Files that cannot be used are skipped with a one-line message and the run goes
 on: non-images, empty files, truncated or corrupt images (truncated JPEGs are
@@ -56,6 +56,7 @@ from petseg.inference.inputs import (
 from petseg.io import remove_stale_temps
 from petseg.metrics import dice_from_counts, pixel_counts
 from petseg.plotting.panel import make_panel, save_png
+from petseg.postprocess import postprocess_masks
 from petseg.predict import Predictor
 
 log = logging.getLogger(__name__)
@@ -118,12 +119,17 @@ def _ground_truth(trimaps_dir: Path | None, item: _Item) -> np.ndarray | None:
 
 
 def _finish(
-    item: _Item, probability: torch.Tensor, output_dir: Path, threshold: float, trimaps_dir: Path | None
+    item: _Item,
+    probability: torch.Tensor,
+    output_dir: Path,
+    threshold: float,
+    trimaps_dir: Path | None,
+    postprocess: str = "none",
 ) -> Path:
-    """Map one probability map to the original size, threshold it, write the mask and the panel."""
+    """Map one probability map to the original size, threshold it (then post-process), write the mask and the panel."""
     width, height = item.photo.rgb.size
     full = F.interpolate(probability[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0]
-    mask_bool = (full > threshold).cpu()
+    mask_bool = postprocess_masks((full > threshold)[None], postprocess)[0].cpu()
     mask = Image.fromarray(mask_bool.numpy().astype(np.uint8) * 255, mode="L")
     trimap = _ground_truth(trimaps_dir, item)
     dice = None
@@ -145,6 +151,7 @@ def infer_images(
     *,
     threshold: float = 0.5,
     tta: bool = False,
+    postprocess: str = "none",
     jpeg_draft: bool = False,
     trimaps_dir: str | Path | None = None,
     device: str = "auto",
@@ -156,6 +163,7 @@ def infer_images(
 ) -> InferenceResult:
     """Predict a mask and a panel for each input image; unusable files are skipped and reported.
 
+    ``postprocess``: what is done to each thresholded mask (petseg.postprocess).
     ``expected_model``: the model the checkpoint must hold. ``rebuild``: the
     output folder is built anew beside its place and swapped in whole, so it
     holds exactly this run's outputs (nothing left from an earlier run), and a
@@ -172,7 +180,9 @@ def infer_images(
     if not rebuild:
         remove_stale_temps(output_dir)  # left by a run that was killed mid-write
     with building_dir(output_dir) if rebuild else contextlib.nullcontext(output_dir) as target:
-        result = _infer_all(predictor, inputs, Path(target), threshold, jpeg_draft, trimaps, batch_size, progress)
+        result = _infer_all(
+            predictor, inputs, Path(target), threshold, jpeg_draft, trimaps, batch_size, progress, postprocess
+        )
         result.output_dir, result.written = output_dir, [output_dir / path.name for path in result.written]
         if not result.written:
             raise DataError(f"{source}: no readable image among {len(inputs)} file(s); {result.summary()}")
@@ -188,6 +198,7 @@ def _infer_all(
     trimaps: Path | None,
     batch_size: int,
     progress: bool,
+    postprocess: str,
 ) -> InferenceResult:
     size = predictor.image_size
     names = output_names(list(inputs))
@@ -198,7 +209,7 @@ def _infer_all(
         if pending:
             probabilities = predictor.probabilities(np.stack([item.pixels for item in pending]))[:, 0]
             result.written.extend(
-                _finish(item, probability, output_dir, threshold, trimaps)
+                _finish(item, probability, output_dir, threshold, trimaps, postprocess)
                 for item, probability in zip(pending, probabilities)
             )
             pending.clear()
@@ -230,6 +241,7 @@ def infer_folder(
     *,
     threshold: float = 0.5,
     tta: bool = False,
+    postprocess: str = "none",
     jpeg_draft: bool = False,
     trimaps_dir: str | Path | None = None,
     raw_dir: str | Path = paths.RAW_DIR,
@@ -266,6 +278,7 @@ def infer_folder(
         output_dir,
         threshold=threshold,
         tta=tta,
+        postprocess=postprocess,
         jpeg_draft=jpeg_draft,
         trimaps_dir=trimaps,
         device=device,
