@@ -1,6 +1,7 @@
 """How long a params preset takes on this machine, measured on a synthetic set of the real dataset's size.
 
     python benchmarks/preset_time.py configs/laptop.yaml        # writes benchmarks/preset_time_laptop.json
+    python benchmarks/preset_time.py configs/laptop.yaml --budget-minutes 30 --trainval 368 --test 367
 
 The real archives cannot always be fetched, so the preset runs on generated
 photos of the real sizes and counts (3680 trainval, of which 3312 train and 368
@@ -42,11 +43,19 @@ def main() -> None:
         default=REAL_COUNTS["n_trainval"],
         help="train + validation images to measure on (fewer is quicker; epochs are scaled to the real count)",
     )
+    parser.add_argument(
+        "--test",
+        type=int,
+        default=REAL_COUNTS["n_test"],
+        help="test images to evaluate (fewer is quicker; the evaluate time is scaled to the real count)",
+    )
     args = parser.parse_args()
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
     if not 20 <= args.trainval <= REAL_COUNTS["n_trainval"]:
         parser.error(f"--trainval must be between 20 and {REAL_COUNTS['n_trainval']}")
+    if not 2 <= args.test <= REAL_COUNTS["n_test"]:
+        parser.error(f"--test must be between 2 and {REAL_COUNTS['n_test']}")
     yaml = YAML()
     preset = yaml.load(args.preset)
     planned_epochs = int(preset["train"]["epochs"])
@@ -58,10 +67,12 @@ def main() -> None:
         params["data"]["source"] = "synthetic"
         params["data"]["synthetic"].update(REAL_COUNTS)
         params["data"]["synthetic"]["n_trainval"] = args.trainval
+        params["data"]["synthetic"]["n_test"] = args.test
         params["train"]["epochs"] = args.epochs
         params["models"]["resnet34_unet"]["encoder_weights"] = None  # the same speed, and no download needed
         yaml.dump(params, project / "params.yaml")
         seconds = repro_stages(project, ("download", "preprocess", *TRAIN_STAGES.values(), "evaluate"))
+        evaluate_scale = REAL_COUNTS["n_test"] / args.test  # evaluation time is proportional to the test images
         per_epoch = {}
         scale = REAL_COUNTS["n_trainval"] / args.trainval  # an epoch's time is proportional to its images
         for model in TRAIN_STAGES:
@@ -78,27 +89,33 @@ def main() -> None:
         "planned_epochs": planned_epochs,
         "measured_epochs": args.epochs,
         "measured_trainval_images": args.trainval,
+        "measured_test_images": args.test,
         "stage_seconds": seconds,
         "per_epoch": per_epoch,
         "projected_training_minutes": round(training / 60, 1),
         "projected_preprocess_train_evaluate_minutes": round(
-            (training + seconds["preprocess"] + seconds["evaluate"]) / 60, 1
+            (training + seconds["preprocess"] + evaluate_scale * seconds["evaluate"]) / 60, 1
         ),
         "machine": machine(),
     }
     if args.budget_minutes is not None:
         per_both = sum(m["seconds_per_epoch"] for m in per_epoch.values())
-        fits = max(1, int(args.budget_minutes * 60 // per_both))
+        fits = int(args.budget_minutes * 60 // per_both)  # 0: not even one epoch of both models fits
         result["budget_minutes"] = args.budget_minutes
         result["epochs_that_fit"] = fits
     out = ROOT / "benchmarks" / f"preset_time_{args.preset.stem}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written: {out}")
-    if args.budget_minutes is not None:
+    if args.budget_minutes is not None and result["epochs_that_fit"] == 0:
         print(
-            f"train.epochs that fits {args.budget_minutes:g} minutes of training here (both models): "
-            f"{result['epochs_that_fit']}\n"
+            f"not even one epoch of both models fits {args.budget_minutes:g} minutes here "
+            f"({per_both / 60:.1f} min per epoch of both): raise --budget-minutes, or lower data.image_size"
+        )
+    elif args.budget_minutes is not None:
+        print(
+            f"train.epochs that fits {args.budget_minutes:g} minutes of training here (both models, "
+            f"{per_both / 60:.1f} min per epoch of both): {result['epochs_that_fit']}\n"
             f"  cp {args.preset} params.yaml && dvc exp run -S train.epochs={result['epochs_that_fit']}"
         )
 

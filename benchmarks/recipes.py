@@ -3,6 +3,8 @@
     python benchmarks/recipes.py precision          # fp32 vs bf16, both models (issue: mixed precision)
     python benchmarks/recipes.py recipes            # loss, lr and schedule, batch, augmentation, width
     python benchmarks/recipes.py recipes --report   # the table only, from the recorded runs
+    python benchmarks/recipes.py final              # both models: the report's recipe against ours, 15 epochs
+    python benchmarks/recipes.py final --report     # its table and the two-level intervals
 
 The sample (``../shared/data/oxford-pet-sample``, 199 listed real photos) is cut
 once, with a fixed seed, into train (70%), validation (15%) and a held-out test
@@ -29,9 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from petseg.checkpoint import load_checkpoint
+from petseg.compare.stats import SEED_RESAMPLES, seed_difference
 from petseg.data.cache import load_split
 from petseg.data.preprocess import preprocess
 from petseg.evaluation.scoring import evaluate_checkpoint
@@ -98,6 +102,22 @@ STUDY_PLANS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "resnet34_unet loss bce+dice": ("resnet34_unet", 10, {"loss": "bce+dice"}),
         "resnet34_unet rotate+scale": ("resnet34_unet", 10, {"augment": {"rotate": 15.0, "scale": 0.2}}),
     },
+    # Both models at the report's budget (same images, size and epochs): its recipe, and the loss change;
+    # every checkpoint is also scored under each prediction recipe (PREDICTION), so flip TTA and the
+    # largest-region post-processing are measured on the very runs they change.
+    "final": {
+        "unet report 2": ("unet", 15, {}),
+        "unet bce+dice": ("unet", 15, {"loss": "bce+dice"}),
+        "resnet34_unet report 2": ("resnet34_unet", 15, {}),
+        "resnet34_unet bce+dice": ("resnet34_unet", 15, {"loss": "bce+dice"}),
+    },
+}
+# prediction recipe -> (flip TTA, evaluate.postprocess)
+PREDICTION = {
+    "plain": (False, "none"),
+    "tta": (True, "none"),
+    "largest": (False, "largest"),
+    "tta+largest": (True, "largest"),
 }
 
 
@@ -145,15 +165,22 @@ def train_and_score(cache: Path, model: str, epochs: int, overrides: dict[str, A
         result = fit(model, model_params, train, cache, Path(scratch) / "model", progress=False)
         seconds = time.perf_counter() - started
         best = Path(scratch) / "model" / "best.pt"
-        test = load_split(cache, "test")
-        held_out = evaluate_checkpoint(best, test, EvaluateParams(0.5, False, 0, 32), "cpu")
-        held_out_tta = evaluate_checkpoint(best, test, EvaluateParams(0.5, True, 0, 32), "cpu")
+        per_image: dict[str, dict[str, list[float]]] = {}
+        for split in ("val", "test"):
+            images = load_split(cache, split)
+            per_image[split] = {
+                recipe: evaluate_checkpoint(best, images, EvaluateParams(0.5, tta, 0, 32, post), "cpu")
+                .table.scores["dice"]
+                .tolist()
+                for recipe, (tta, post) in PREDICTION.items()
+            }
         epoch_seconds = load_checkpoint(Path(scratch) / "model" / "last.pt").epoch_seconds
     return {
         "val_dice": result.best_dice,
         "best_epoch": result.best_epoch,
-        "heldout_dice": held_out.summary["dice_mean"],
-        "heldout_dice_tta": held_out_tta.summary["dice_mean"],
+        "heldout_dice": statistics.mean(per_image["test"]["plain"]),
+        "heldout_dice_tta": statistics.mean(per_image["test"]["tta"]),
+        "per_image_dice": per_image,  # split -> prediction recipe -> Dice per image, in the cache's order
         "seconds_per_epoch": statistics.median(epoch_seconds),
         "seconds": seconds,
     }
@@ -179,6 +206,59 @@ def summarize(records: list[dict[str, Any]]) -> list[str]:
             f"| {variant} | {runs[0]['epochs']} | {len(runs)} | {cell('val_dice')} | {cell('heldout_dice')} | "
             f"{tta} | {seconds:.1f} |"
         )
+    return lines
+
+
+def _table(records: list[dict[str, Any]], variant: str, split: str, recipe: str) -> np.ndarray:
+    """Runs x images Dice of one variant under one prediction recipe, runs in seed order."""
+    runs = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seed"])
+    return np.array([r["per_image_dice"][split][recipe] for r in runs])
+
+
+def final_report(records: list[dict[str, Any]]) -> list[str]:
+    """Mean ± sd over seeds per variant and prediction recipe, then two-level intervals against the report."""
+    records = [r for r in records if "per_image_dice" in r]
+    lines = [
+        "| model | training | prediction | seeds | validation Dice | held-out Dice | s/epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant in dict.fromkeys(r["variant"] for r in records):
+        model, training = variant.split(" ", 1)
+        seconds = statistics.median(r["seconds_per_epoch"] for r in records if r["variant"] == variant)
+        for recipe in PREDICTION:
+            cells = []
+            for split in ("val", "test"):
+                means = _table(records, variant, split, recipe).mean(axis=1)
+                spread = statistics.stdev(means) if len(means) > 1 else 0.0
+                cells.append(f"{means.mean():.4f} ± {spread:.4f}")
+            row = f"| {model} | {training} | {recipe} | {len(means)} | {cells[0]} | {cells[1]} | {seconds:.1f} |"
+            lines.append(row)
+    lines += [
+        "",
+        "Held-out Dice minus the report's recipe (plain prediction), two-level bootstrap 95% interval "
+        f"({SEED_RESAMPLES} resamples: the seeds of each side, then the held-out images, paired across runs):",
+        "",
+        "| model | recipe | difference | 95% interval | seeds | images | excludes 0 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for model in dict.fromkeys(r["model"] for r in records):
+        reference = f"{model} report 2"
+        if not any(r["variant"] == reference for r in records):
+            continue
+        base = _table(records, reference, "test", "plain")
+        for variant in (v for v in dict.fromkeys(r["variant"] for r in records) if v.startswith(model + " ")):
+            for recipe in PREDICTION:
+                if variant == reference and recipe == "plain":
+                    continue
+                table = _table(records, variant, "test", recipe)
+                same = variant == reference and table.shape == base.shape
+                d = seed_difference(table, base, same_runs=same)
+                verdict = "yes" if d.excludes_zero and d.includes_training_noise else "no"
+                training = variant.split(" ", 1)[1]
+                lines.append(
+                    f"| {model} | {training}, {recipe} | {d.diff:+.4f} | [{d.low:+.4f}, {d.high:+.4f}] | "
+                    f"{d.n_seeds_a} vs {d.n_seeds_b} | {d.n_images} | {verdict} |"
+                )
     return lines
 
 
@@ -220,7 +300,7 @@ def main() -> None:
                     f"{record['heldout_dice']:.4f}, {record['seconds_per_epoch']:.1f} s/epoch",
                     flush=True,
                 )
-    print("\n".join(summarize(records)))
+    print("\n".join(final_report(records) if args.study == "final" else summarize(records)))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     python stages/compare.py --against HEAD~1     # each model here minus the same model at a revision or experiment
     python stages/compare.py --experiments        # seed study: this commit's experiments and the workspace
     python stages/compare.py --experiments --by train.lr --json FILE   # each model between recipes
+    python stages/compare.py --experiments --metrics seeds.json   # flat numbers: dvc metrics show seeds.json
 
 A paired interval over test images covers one training run per side and is
 never called detectable; with seeds (dvc exp run --queue -S 'train.seed=0,1,2')
@@ -28,6 +29,11 @@ def main() -> int:
     parser.add_argument("--by", metavar="KEY", help="with --experiments: compare the groups that differ in this param")
     parser.add_argument("--json", metavar="FILE", help="with --experiments: write the numbers to FILE")
     parser.add_argument(
+        "--metrics",
+        metavar="FILE",
+        help="with --experiments: flat numbers for dvc metrics show (e.g. metrics/seeds.json)",
+    )
+    parser.add_argument(
         "--rev", default="HEAD", help="with --experiments: the commit whose experiments (default: HEAD)"
     )
     parser.add_argument("--table", action="store_true", help="the metrics of the models side by side")
@@ -41,8 +47,8 @@ def main() -> int:
         "--out", default=str(paths.COMPARE_FILE), help="the stage's output (default: metrics/compare.json)"
     )
     args = parser.parse_args()
-    if (args.by or args.json or args.rev != "HEAD") and args.experiments is None:
-        parser.error("--by, --json and --rev go with --experiments")
+    if (args.by or args.json or args.metrics or args.rev != "HEAD") and args.experiments is None:
+        parser.error("--by, --json, --metrics and --rev go with --experiments")
     stage_params(args.params)  # reads no params, but a broken params file stops the pipeline
     from petseg.compare import compare_against, compare_models, compare_seeds, write_report
 
@@ -60,6 +66,10 @@ def main() -> int:
         print("\n".join(lines))
         if args.json:
             write_report(args.json, report)
+        if args.metrics:
+            from petseg.compare.seeds import metrics_summary
+
+            write_report(args.metrics, metrics_summary(report))
         return 0
     compare_models(args.models, evaluate_dir=args.evaluate, out=args.out)
     return 0

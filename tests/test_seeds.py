@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -270,3 +271,57 @@ def test_against_a_commit_with_seeds_adds_the_spread_and_a_seed_level_interval(s
     assert single and all("one training run per side (training noise not included)" in line for line in single)
     assert "detectable" not in " ".join(single)
     assert "UNet, dice_mean: one run here varies by" in done.stdout and "(sd over 3 seeds)" in done.stdout
+
+
+def test_the_workspace_joins_only_the_study_of_head(study: Study, tmp_path: Path) -> None:
+    """--rev of an earlier commit reads that commit and its experiments, never the workspace (it belongs to HEAD)."""
+    rng = np.random.default_rng(2)
+    study.commit(scores(rng, 0.70), scores(rng, 0.60), seed=42)
+    old = study.head
+    study.experiment("old-seed", scores(rng, 0.71), scores(rng, 0.61), seed=0)
+    study.commit(scores(rng, 0.80), scores(rng, 0.50), seed=42, lr=0.001)
+    study.write(scores(rng, 0.90), scores(rng, 0.40), seed=7, lr=0.001)  # uncommitted: the workspace
+    at_old = study.compare("--experiments", "--rev", old[:7], "--json", str(tmp_path / "old.json"))
+    assert at_old.returncode == 0, at_old.stderr
+    (group,) = json.loads((tmp_path / "old.json").read_text())["groups"]
+    assert group["runs"] == [old[:7], "old-seed"] and group["seeds"] == [42, 0]
+    at_head = study.compare("--experiments", "--json", str(tmp_path / "head.json"))
+    assert at_head.returncode == 0, at_head.stderr
+    (group,) = json.loads((tmp_path / "head.json").read_text())["groups"]
+    assert group["runs"] == ["HEAD", "workspace"] and group["seeds"] == [42, 7]
+
+
+def test_metrics_file_holds_the_study_as_flat_numbers_dvc_can_show(study: Study, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    tables = {seed: (scores(rng, 0.75), scores(rng, 0.65)) for seed in (42, 0, 1)}
+    study.commit(*tables[42], seed=42)
+    for seed in (0, 1):
+        study.experiment(f"seed-{seed}", *tables[seed], seed=seed)
+    out = study.root / "seeds.json"
+    done = study.compare("--experiments", "--metrics", str(out), "--json", str(tmp_path / "full.json"))
+    assert done.returncode == 0, done.stderr
+    flat = json.loads(out.read_text())
+    assert all(not isinstance(value, (list, dict)) for value in flat.values())  # dvc metrics show skips lists
+    unet_means = [tables[seed][0].mean() for seed in (42, 0, 1)]
+    resnet_means = [tables[seed][1].mean() for seed in (42, 0, 1)]
+    assert flat["n_seeds"] == 3
+    assert flat["unet_dice_mean_mean"] == pytest.approx(np.mean(unet_means), abs=1e-12)
+    assert flat["resnet34_unet_dice_mean_sd"] == pytest.approx(np.std(resnet_means, ddof=1), abs=1e-12)
+    assert flat["unet_minus_resnet34_unet_dice_mean_diff"] == pytest.approx(
+        np.mean(unet_means) - np.mean(resnet_means), abs=1e-12
+    )
+    (within,) = [
+        d for d in json.loads((tmp_path / "full.json").read_text())["differences"] if d["metric"] == "dice_mean"
+    ]
+    assert flat["unet_minus_resnet34_unet_dice_mean_ci95_low"] == within["ci95_low"]
+    assert flat["unet_minus_resnet34_unet_dice_mean_detectable"] is within["detectable"]
+    offline = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for command in (["init", "-q"], ["config", "core.analytics", "false"]):
+        subprocess.run([sys.executable, "-m", "dvc", *command], cwd=study.root, check=True, env=offline)
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show", "--json", "seeds.json"],
+        cwd=study.root, capture_output=True, text=True, timeout=120, env=offline,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)[""]["data"]["seeds.json"]["data"]
+    assert data["unet_dice_mean_mean"] == pytest.approx(flat["unet_dice_mean_mean"], abs=1e-12)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from petseg import paths
-from petseg.compare.revisions import read_text_at
+from petseg.compare.revisions import read_text_at, resolve
 from petseg.compare.runs import Group, Run, group_runs, read_runs
 from petseg.compare.seeds import COMPARED, difference_line, mean_sd, seed_report
 from petseg.compare.stats import PairedDifference, paired_difference, seed_difference
@@ -222,8 +222,12 @@ def compare_seeds(
     rev: str = "HEAD",
     repo: str | Path = ".",
 ) -> tuple[list[str], dict[str, Any]]:
-    """The seed study of commit ``rev``'s run, its experiments and the workspace (or of the experiments ``names``)."""
-    runs = read_runs(models, rev=rev, repo=repo)
+    """The seed study of commit ``rev``'s run, its experiments and the workspace (or of the experiments ``names``).
+
+    The workspace belongs to HEAD: it joins the study only when ``rev`` is the HEAD commit.
+    """
+    at_head = resolve(rev, repo) == resolve("HEAD", repo)
+    runs = read_runs(models, rev=rev, repo=repo, workspace=at_head)
     if names:
         unknown = sorted(set(names) - {run.label for run in runs})
         if unknown:

@@ -138,3 +138,26 @@ def seed_report(
     if any(len(group.runs) < 2 for group in groups):
         lines.append(f"a group with one seed has no measure of training noise; more seeds: {MORE_SEEDS}")
     return lines, report
+
+
+def metrics_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """``--metrics FILE``: the study as flat numbers for ``dvc metrics show`` (no lists; DVC skips them).
+
+    Per group: ``n_seeds``, ``<model>_<metric>_mean`` and ``_sd`` over seeds, and for each difference within
+    the group ``<a>_minus_<b>_<metric>_diff``, ``_ci95_low``, ``_ci95_high`` and ``_detectable``. One group
+    is written flat; several are nested under their names.
+    """
+    summary: dict[str, dict[str, Any]] = {}
+    for group in report["groups"]:
+        entry: dict[str, Any] = {"n_seeds": len(group["seeds"])}
+        for model, figures in group["models"].items():
+            for metric, stats in figures.items():
+                entry[f"{model}_{metric}_mean"] = stats["mean"]
+                entry[f"{model}_{metric}_sd"] = stats["sd"]
+        for record in report["differences"]:
+            if record["group"] == group["name"] and record["model"] is None:
+                name = f"{record['a']}_minus_{record['b']}_{record['metric']}"
+                for key in ("diff", "ci95_low", "ci95_high", "detectable"):
+                    entry[f"{name}_{key}"] = record[key]
+        summary[group["name"]] = entry
+    return next(iter(summary.values())) if len(summary) == 1 else summary
