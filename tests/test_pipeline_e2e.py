@@ -222,14 +222,20 @@ def test_queued_seeds_make_replicates_that_compare_reads(project: Path):
     run(project, "git", "checkout", "--", ".")  # the workspace back at the commit (lr-small's run was applied)
     run(project, "dvc", "checkout", "--force")
     run(project, "dvc", "exp", "run", "--queue", "-S", "train.seed=0,1")
-    run(project, "dvc", "queue", "start", "-j", "2")
+    # The workers are daemons that keep `dvc queue start`'s stdout: a pipe would hold this test until they exit,
+    # and a worker whose idle monitor died (a kombu filesystem-broker race) never does. So: a file, then poll.
+    with open(project / "queue-start.log", "w") as log:
+        started = subprocess.run(
+            ["dvc", "queue", "start", "-j", "2"], cwd=project, stdout=log, stderr=subprocess.STDOUT, env=dvc_env()
+        )
+    assert started.returncode == 0, (project / "queue-start.log").read_text()
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         status = run(project, "dvc", "queue", "status")
         if not re.search(r"\b(Queued|Running)\b", status):
             break
         time.sleep(3)
-    run(project, "dvc", "queue", "stop", "--kill")
+    run(project, "dvc", "queue", "stop", "--kill")  # idle workers too
     assert status.count("Success") >= 2 and "Failed" not in status, status
     shown = json.dumps(json.loads(run(project, "dvc", "exp", "show", "--json")))
     assert '"seed": 0' in shown and '"seed": 1' in shown
