@@ -12,3 +12,22 @@ import os
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
+# The longest modules first (seconds each on a 2-core machine, roughly): pytest-xdist hands out whole
+# modules (--dist=loadfile) in collection order, so the long ones start at once on different workers and
+# the short ones fill in around them, instead of one long module running alone at the end.
+LONG_MODULES = (
+    "test_dvc_faults.py",  # ~300: a project, forced reruns, failing stages
+    "test_pipeline_e2e.py",  # ~280: repro, exp run
+    "test_queue_e2e.py",  # ~210: repro, two queued seeds
+    "test_registry.py",  # ~160: a third model through the whole pipeline
+    "test_training.py",
+    "test_distributed.py",
+    "test_faults_files.py",
+    "test_docs.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its own order

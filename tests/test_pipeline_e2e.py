@@ -2,7 +2,8 @@
 
 The tests in this module share one project and run in order: a first
 ``dvc repro``, a second one that does nothing, an evaluate-only change, the
-params/metrics/plots commands, an experiment and a queued sweep.
+params/metrics/plots commands and an experiment. DVC's queue has a module (and project) of its
+own, tests/test_queue_e2e.py, so the two run on different pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -215,41 +215,3 @@ def test_readme_tables_fit_a_120_column_terminal(project: Path, question: str):
     assert "…" not in done.stdout and max(len(line) for line in done.stdout.splitlines()) <= 120, done.stdout
     assert "unet_dice_mean" in done.stdout and "resnet34_unet_dice_mean" in done.stdout and "train.lr" in done.stdout
     assert "lr-small" in done.stdout
-
-
-def test_queued_seeds_make_replicates_that_compare_reads(project: Path):
-    """Two seeds of the committed recipe through DVC's queue with two workers, then the seed study over them."""
-    run(project, "git", "checkout", "--", ".")  # the workspace back at the commit (lr-small's run was applied)
-    run(project, "dvc", "checkout", "--force")
-    run(project, "dvc", "exp", "run", "--queue", "-S", "train.seed=0,1")
-    # The workers are daemons that keep `dvc queue start`'s stdout: a pipe would hold this test until they exit,
-    # and a worker whose idle monitor died (a kombu filesystem-broker race) never does. So: a file, then poll.
-    with open(project / "queue-start.log", "w") as log:
-        started = subprocess.run(
-            ["dvc", "queue", "start", "-j", "2"], cwd=project, stdout=log, stderr=subprocess.STDOUT, env=dvc_env()
-        )
-    assert started.returncode == 0, (project / "queue-start.log").read_text()
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = run(project, "dvc", "queue", "status")
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        time.sleep(3)
-    run(project, "dvc", "queue", "stop", "--kill")  # idle workers too
-    assert status.count("Success") >= 2 and "Failed" not in status, status
-    shown = json.dumps(json.loads(run(project, "dvc", "exp", "show", "--json")))
-    assert '"seed": 0' in shown and '"seed": 1' in shown
-    report_file = project / "study.json"
-    output = run(
-        project, sys.executable, "stages/compare.py", "--experiments", "--by", "train.lr", "--json", str(report_file)
-    )
-    report = json.loads(report_file.read_text())
-    groups = {group["name"]: group for group in report["groups"]}
-    # the commit's own run (seed 42) and the two queued seeds are one recipe; lr-small (seed 42) is another
-    assert sorted(groups["train.lr=0.003"]["seeds"]) == [0, 1, 42] and groups["train.lr=0.0003"]["seeds"] == [42]
-    within = [d for d in report["differences"] if d["model"] is None and d.get("group") == "train.lr=0.003"]
-    assert {d["metric"] for d in within} == {"dice_mean", "boundary_iou_mean"}
-    assert all(d["n_seeds_a"] == 3 and d["includes_training_noise"] for d in within)
-    between = [d for d in report["differences"] if d["model"] is not None]
-    assert between and all(not d["includes_training_noise"] for d in between)  # lr-small has one seed
-    assert "one seed a side" in output
