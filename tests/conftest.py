@@ -1,17 +1,28 @@
 """Shared by every test module: split the CPU between pytest-xdist's workers.
 
-The suite runs with one worker per CPU core (``-n auto`` in pyproject.toml). Each worker, and every
-process it starts (stage scripts, dvc, torchrun), then gets its share of the cores as torch's
-thread count, so workers do not oversubscribe the machine.
+The suite runs with one worker per CPU core plus one (``-n auto`` in pyproject.toml, and the hook
+below): the DVC tests spend much of their time waiting on the disk (checkpoints, DVC's cache), and
+the extra worker uses that time. Each worker, and every process it starts (stage scripts, dvc,
+torchrun), then gets its share of the cores as torch's thread count (at least one thread).
 """
 
 from __future__ import annotations
 
 import os
 
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per usable core, plus one."""
+    return _cores() + 1
+
+
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores() // _workers))
 
 # The longest modules first (seconds each on a 2-core machine, roughly): pytest-xdist hands out whole
 # modules (--dist=loadfile) in collection order, so the long ones start at once on different workers and
