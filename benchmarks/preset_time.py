@@ -49,6 +49,7 @@ def main() -> None:
         default=REAL_COUNTS["n_test"],
         help="test images to evaluate (fewer is quicker; the evaluate time is scaled to the real count)",
     )
+    parser.add_argument("--out", type=Path, help="the result file (default: benchmarks/preset_time_<preset>.json)")
     args = parser.parse_args()
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
@@ -103,7 +104,7 @@ def main() -> None:
         fits = int(args.budget_minutes * 60 // per_both)  # 0: not even one epoch of both models fits
         result["budget_minutes"] = args.budget_minutes
         result["epochs_that_fit"] = fits
-    out = ROOT / "benchmarks" / f"preset_time_{args.preset.stem}.json"
+    out = args.out or ROOT / "benchmarks" / f"preset_time_{args.preset.stem}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"written: {out}")
