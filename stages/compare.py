@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument(
         "--metrics",
         metavar="FILE",
-        help="with --experiments: flat numbers for dvc metrics show (e.g. metrics/seeds.json)",
+        help="with --experiments: the study as flat numbers for dvc metrics show FILE",
     )
     parser.add_argument(
         "--rev", default="HEAD", help="with --experiments: the commit whose experiments (default: HEAD)"

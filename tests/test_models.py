@@ -201,11 +201,23 @@ def test_use_centre_taps_leaves_other_convs_alone():
     assert [type(conv) is CentreTapConv2d for conv in convs] == [True, False, False, False, False]
 
 
-def test_resnet34_unet_at_32_px_takes_the_centre_tap_path_and_keeps_its_state_dict_names():
-    model = ResNet34UNet()
-    plain = {name for name, _ in torch.nn.Module.named_parameters(model)}
+def test_resnet34_unet_at_32_px_is_the_plain_conv_model_with_centre_taps():
+    """Same state_dict as the model with plain convs, and the same output and gradients at 32 px (1 x 1 maps)."""
+    torch.manual_seed(0)
+    model = ResNet34UNet().double()
     assert isinstance(model.bridge[0], CentreTapConv2d) and isinstance(model.layer4[1].conv1, CentreTapConv2d)
-    assert not isinstance(model.layer4[0].conv1, CentreTapConv2d)  # stride 2
-    assert "bridge.0.weight" in plain and set(model.state_dict()) >= plain
-    with torch.no_grad():
-        assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    assert not isinstance(model.layer4[0].conv1, CentreTapConv2d)  # stride 2: its 1 x 1 output reads real pixels
+    plain = ResNet34UNet().double()
+    for module in plain.modules():
+        if type(module) is CentreTapConv2d:
+            module.__class__ = torch.nn.Conv2d
+    plain.load_state_dict(model.state_dict(), strict=True)
+    images = torch.rand(2, 3, 32, 32, dtype=torch.float64)
+    outputs = []
+    for net in (plain, model):
+        net.eval().zero_grad()
+        out = net(images)
+        out.sum().backward()
+        outputs.append((out.detach(), net.bridge[0].weight.grad, net.layer4[1].conv1.weight.grad))
+    for expected, got in zip(*outputs):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
