@@ -23,23 +23,10 @@ import yaml
 
 from tests.archiveserver import Server, md5, tar_gz
 from tests.paramsfile import with_overrides
-from tests.projectcopy import GIT_USER, copy_project, dvc_env
+from tests.projectcopy import dvc_env, reproduced_project
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data.synthetic.n_trainval": 24,  # 21 train + 3 val (every 10th name is validation)
-    "data.synthetic.n_test": 12,
-    "data.image_size": 32,
-    "preprocess.workers": 1,
-    "train.epochs": 1,
-    "train.device": "cpu",
-    "models.unet.base_channels": 4,
-    "models.unet.batch_size": 4,
-    "models.resnet34_unet.batch_size": 4,
-    "evaluate.batch_size": 12,
-    "evaluate.n_worst": 2,
-}
 OUTPUTS = ["data/raw", "data/cache", "models", "dvclive", "metrics", "plots", "predictions", "dvc.lock"]
 
 
@@ -104,11 +91,7 @@ def error_line(done: subprocess.CompletedProcess) -> str:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny project, reproduced once and committed (outputs in git and in DVC's cache)."""
-    root = copy_project(tmp_path_factory.mktemp("dvcfaults") / "petseg", TINY)
-    run(root, "dvc", "repro")
-    run(root, "git", "add", "-A")
-    run(root, "git", *GIT_USER, "commit", "-qm", "reproduced")
-    return root
+    return reproduced_project(tmp_path_factory, "dvcfaults")[0]
 
 
 @pytest.fixture

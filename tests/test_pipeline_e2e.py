@@ -1,7 +1,8 @@
 """The whole DVC pipeline, run as a user would, in a temporary copy of the project.
 
 The tests in this module share one project and run in order: a first
-``dvc repro``, a second one that does nothing, an evaluate-only change, the
+``dvc repro`` (run once per session and copied to each module that needs it:
+tests/projectcopy.py), a second one that does nothing, an evaluate-only change, the
 params/metrics/plots commands and an experiment. DVC's queue has a module (and project) of its
 own, tests/test_queue_e2e.py, so the two run on different pytest-xdist workers.
 """
@@ -20,29 +21,23 @@ import yaml
 
 from petseg.evaluation import run as evaluation_run
 from tests.paramsfile import REPO
-from tests.projectcopy import GIT_USER, copy_project, dvc_env, run, stages_run
+from tests.projectcopy import GIT_USER, dvc_env, reproduced_project, run, stages_run
 
 pytestmark = pytest.mark.slow  # the whole pipeline through dvc repro, exp run and the queue
 
-TINY = {
-    "data.synthetic.n_trainval": 30,
-    "data.synthetic.n_test": 12,
-    "data.image_size": 32,
-    "train.epochs": 2,
-    "models.unet.base_channels": 4,
-    "models.unet.batch_size": 4,
-    "models.resnet34_unet.batch_size": 4,
-    "evaluate.batch_size": 8,
-    "evaluate.n_worst": 2,
-}
 STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # every stage, one train stage per model
 METRIC_KEYS = set(evaluation_run.METRIC_KEYS)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    """A fresh git repository holding the project's files (what a clone has), with tiny params."""
-    return copy_project(tmp_path_factory.mktemp("e2e") / "petseg", TINY)
+def first_run(tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the tiny project (what a clone has, in a git repository) after its first dvc repro, committed."""
+    return reproduced_project(tmp_path_factory, "e2e")
+
+
+@pytest.fixture(scope="module")
+def project(first_run: tuple[Path, str]) -> Path:
+    return first_run[0]
 
 
 def commit(project: Path, message: str) -> None:
@@ -50,8 +45,8 @@ def commit(project: Path, message: str) -> None:
     run(project, "git", *GIT_USER, "commit", "-qm", message)
 
 
-def test_repro_runs_every_stage_and_writes_every_output(project: Path):
-    output = run(project, "dvc", "repro")
+def test_repro_runs_every_stage_and_writes_every_output(first_run: tuple[Path, str]):
+    project, output = first_run
     assert sorted(stages_run(output)) == sorted(STAGES)
     expected = [
         "data/raw/oxford-iiit-pet/annotations/trainval.txt",
@@ -92,7 +87,7 @@ def test_repro_runs_every_stage_and_writes_every_output(project: Path):
             metrics["dice_mean_cat"] is not None and metrics["dice_mean_dog"] is not None
         )  # synthetic lists label all
     assert json.loads((project / "metrics/compare.json").read_text())["n_images"] == len(test_names)
-    commit(project, "first run")
+    assert run(project, "git", "status", "--porcelain") == ""  # the run is committed: outputs in git or in DVC
 
 
 def test_second_repro_does_nothing(project: Path):

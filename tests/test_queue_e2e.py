@@ -1,7 +1,7 @@
 """DVC's queue makes seed replicates of the committed recipe, and the seed study reads them.
 
-A project of its own (a tiny copy, run and committed once), so that this module and
-tests/test_pipeline_e2e.py run on different pytest-xdist workers.
+A project of its own (a copy of the session's tiny project after its first run, tests/projectcopy.py),
+so that this module and tests/test_pipeline_e2e.py run on different pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.projectcopy import GIT_USER, copy_project, dvc_env, run
-from tests.test_pipeline_e2e import TINY
+from tests.projectcopy import dvc_env, reproduced_project, run
 
 pytestmark = pytest.mark.slow  # a dvc repro, then two queued experiments
 
@@ -24,11 +23,7 @@ pytestmark = pytest.mark.slow  # a dvc repro, then two queued experiments
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A tiny copy of the project whose first run is committed (seed 42)."""
-    root = copy_project(tmp_path_factory.mktemp("queue") / "petseg", TINY)
-    run(root, "dvc", "repro")
-    run(root, "git", "add", "-A")
-    run(root, "git", *GIT_USER, "commit", "-qm", "first run")
-    return root
+    return reproduced_project(tmp_path_factory, "queue")[0]
 
 
 def test_queued_seeds_make_replicates_that_compare_reads(project: Path):
@@ -46,7 +41,7 @@ def test_queued_seeds_make_replicates_that_compare_reads(project: Path):
         status = run(project, "dvc", "queue", "status")
         if not re.search(r"\b(Queued|Running)\b", status):
             break
-        time.sleep(3)
+        time.sleep(8)  # each `dvc queue status` costs a second or two of CPU
     run(project, "dvc", "queue", "stop", "--kill")  # idle workers too
     assert status.count("Success") >= 2 and "Failed" not in status, status
     shown = json.dumps(json.loads(run(project, "dvc", "exp", "show", "--json")))

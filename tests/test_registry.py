@@ -413,8 +413,8 @@ def test_a_third_model_runs_through_the_whole_pipeline(tmp_path: Path):
             f"petseg/models/nets/{SMALL}.py",
         ]
     )
-    run(project, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_models.py", "-k",
-        "UNetSmall", "tests/test_registry.py", "-m", "not slow")  # fmt: skip
+    run(project, sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "tests/test_models.py",
+        "-k", "UNetSmall", "tests/test_registry.py", "-m", "not slow")  # fmt: skip  # one process: a few quick tests
     run(project, "git", *GIT_USER, "add", "-A")
     run(project, "git", *GIT_USER, "commit", "-qm", "a third model")
 
