@@ -23,7 +23,7 @@ from petseg.evaluation import run as evaluation_run
 from tests.paramsfile import REPO
 from tests.projectcopy import GIT_USER, dvc_env, reproduced_project, run, stages_run
 
-pytestmark = pytest.mark.slow  # the whole pipeline through dvc repro, exp run and the queue
+pytestmark = pytest.mark.slow  # the whole pipeline through dvc repro and exp run
 
 STAGES = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # every stage, one train stage per model
 METRIC_KEYS = set(evaluation_run.METRIC_KEYS)

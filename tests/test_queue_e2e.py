@@ -17,7 +17,7 @@ import pytest
 
 from tests.projectcopy import dvc_env, reproduced_project, run
 
-pytestmark = pytest.mark.slow  # a dvc repro, then two queued experiments
+pytestmark = pytest.mark.slow  # two queued experiments on the reproduced tiny project
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from petseg.models.nets.unet import UNet
 from petseg.training.optim import EXTENSIBLE_SCHEDULERS, OPTIMIZERS, make_scheduler
 from tests.cachemaker import write_cache
 from tests.paramsfile import REPO, evaluate_params
-from tests.projectcopy import GIT_USER, copy_project, run, stages_run
+from tests.projectcopy import GIT_USER, TINY, copy_project, run, stages_run
 
 # ------------------------------------------------ a model's params section and its constructor
 
@@ -327,17 +327,6 @@ def test_cycle_check_reports_an_import_back():
 
 SMALL = "unet_small"
 SMALL_LABEL, SMALL_COLOUR = "UNet-small", "#2ca02c"
-TINY = {
-    "data.synthetic.n_trainval": 24,
-    "data.synthetic.n_test": 12,
-    "data.image_size": 32,
-    "train.epochs": 1,
-    "models.unet.base_channels": 4,
-    "models.unet.batch_size": 4,
-    "models.resnet34_unet.batch_size": 4,
-    "evaluate.batch_size": 8,
-    "evaluate.n_worst": 2,
-}
 MODULE = '''"""A narrow UNet."""
 
 from petseg.models.nets.unet import UNet
