@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from petseg.checkpoint import load_checkpoint
+from petseg.checkpoint import load_checkpoint, save_checkpoint
 from petseg.compare.stats import SEED_RESAMPLES, seed_difference
 from petseg.data.cache import load_split
 from petseg.data.preprocess import preprocess
@@ -71,6 +71,7 @@ BASE_TRAIN = {
     "precision": "fp32",
     "compile": False,
     "nproc_per_node": 1,
+    "ema": 0.0,
 }
 BASE_MODELS = {
     "unet": {"base_channels": 16, "batch_size": 8},
@@ -110,14 +111,26 @@ STUDY_PLANS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "unet bce+dice": ("unet", 15, {"loss": "bce+dice"}),
         "resnet34_unet report 2": ("resnet34_unet", 15, {}),
         "resnet34_unet bce+dice": ("resnet34_unet", 15, {"loss": "bce+dice"}),
+        # twice the optimizer steps in the same epochs
+        "unet batch 4": ("unet", 15, {"batch_size": 4}),
+        "resnet34_unet batch 4": ("resnet34_unet", 15, {"batch_size": 4}),
+        # a moving average of the weights (train.ema), validated and kept as the checkpoint
+        "unet ema 0.99": ("unet", 15, {"ema": 0.99}),
+        "unet ema 0.95": ("unet", 15, {"ema": 0.95}),
+        "resnet34_unet ema 0.99": ("resnet34_unet", 15, {"ema": 0.99}),
+        "resnet34_unet ema 0.95": ("resnet34_unet", 15, {"ema": 0.95}),
     },
 }
-# prediction recipe -> (flip TTA, evaluate.postprocess)
+# prediction recipe -> (flip TTA, evaluate.postprocess, multi-scale factors); runs recorded before a
+# recipe existed lack its scores, and the tables leave them out
+MULTI_SCALE = (0.75, 1.0, 1.25)
 PREDICTION = {
-    "plain": (False, "none"),
-    "tta": (True, "none"),
-    "largest": (False, "largest"),
-    "tta+largest": (True, "largest"),
+    "plain": (False, "none", (1.0,)),
+    "tta": (True, "none", (1.0,)),
+    "largest": (False, "largest", (1.0,)),
+    "tta+largest": (True, "largest", (1.0,)),
+    "ms+tta": (True, "none", MULTI_SCALE),
+    "ms+tta+largest": (True, "largest", MULTI_SCALE),
 }
 
 
@@ -149,6 +162,11 @@ def run_config(model: str, epochs: int, overrides: dict[str, Any], seed: int) ->
     )
 
 
+def keep_path(study: str, variant: str, seed: int) -> Path:
+    """Where a run's best weights are kept (benchmarks/work, not committed)."""
+    return WORK / "checkpoints" / study / variant.replace(" ", "_") / f"seed{seed}.pt"
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
@@ -158,7 +176,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-def train_and_score(cache: Path, model: str, epochs: int, overrides: dict[str, Any], seed: int) -> dict[str, Any]:
+def train_and_score(
+    cache: Path, model: str, epochs: int, overrides: dict[str, Any], seed: int, keep: Path
+) -> dict[str, Any]:
+    """Train one run, score its best checkpoint every PREDICTION way, and keep its weights at ``keep``."""
     train, model_params = run_config(model, epochs, overrides, seed)
     with tempfile.TemporaryDirectory(dir=WORK) as scratch:
         started = time.perf_counter()
@@ -169,12 +190,15 @@ def train_and_score(cache: Path, model: str, epochs: int, overrides: dict[str, A
         for split in ("val", "test"):
             images = load_split(cache, split)
             per_image[split] = {
-                recipe: evaluate_checkpoint(best, images, EvaluateParams(0.5, tta, 0, 32, post), "cpu")
+                recipe: evaluate_checkpoint(best, images, EvaluateParams(0.5, tta, 0, 32, post), "cpu", scales=scales)
                 .table.scores["dice"]
                 .tolist()
-                for recipe, (tta, post) in PREDICTION.items()
+                for recipe, (tta, post, scales) in PREDICTION.items()
             }
         epoch_seconds = load_checkpoint(Path(scratch) / "model" / "last.pt").epoch_seconds
+        weights = dataclasses.replace(load_checkpoint(best), optimizer=None, scheduler=None, scaler=None, rng=None)
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(keep, weights)  # weights only: enough to score it again under a new prediction recipe
     return {
         "val_dice": result.best_dice,
         "best_epoch": result.best_epoch,
@@ -209,6 +233,12 @@ def summarize(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _recipes(records: list[dict[str, Any]], variant: str) -> list[str]:
+    """The prediction recipes every run of ``variant`` was scored with."""
+    runs = [r for r in records if r["variant"] == variant]
+    return [recipe for recipe in PREDICTION if all(recipe in r["per_image_dice"]["test"] for r in runs)]
+
+
 def _table(records: list[dict[str, Any]], variant: str, split: str, recipe: str) -> np.ndarray:
     """Runs x images Dice of one variant under one prediction recipe, runs in seed order."""
     runs = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seed"])
@@ -225,7 +255,7 @@ def final_report(records: list[dict[str, Any]]) -> list[str]:
     for variant in dict.fromkeys(r["variant"] for r in records):
         model, training = variant.split(" ", 1)
         seconds = statistics.median(r["seconds_per_epoch"] for r in records if r["variant"] == variant)
-        for recipe in PREDICTION:
+        for recipe in _recipes(records, variant):
             cells = []
             for split in ("val", "test"):
                 means = _table(records, variant, split, recipe).mean(axis=1)
@@ -247,7 +277,7 @@ def final_report(records: list[dict[str, Any]]) -> list[str]:
             continue
         base = _table(records, reference, "test", "plain")
         for variant in (v for v in dict.fromkeys(r["variant"] for r in records) if v.startswith(model + " ")):
-            for recipe in PREDICTION:
+            for recipe in _recipes(records, variant):
                 if variant == reference and recipe == "plain":
                     continue
                 table = _table(records, variant, "test", recipe)
@@ -268,6 +298,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--only", nargs="*", help="run only these variants")
     parser.add_argument("--report", action="store_true", help="print the table of the recorded runs only")
+    parser.add_argument(
+        "--redo",
+        action="store_true",
+        help="train recorded runs again (to keep their weights and score new prediction recipes); "
+        "says whether each one reproduced its recorded Dice",
+    )
     args = parser.parse_args()
     path = STUDIES / f"{args.study}.json"
     records = json.loads(path.read_text()) if path.is_file() else []
@@ -281,7 +317,8 @@ def main() -> None:
             if args.only and variant not in args.only:
                 continue
             for seed in args.seeds:
-                if any(r["variant"] == variant and r["seed"] == seed for r in records):
+                old = next((r for r in records if r["variant"] == variant and r["seed"] == seed), None)
+                if old is not None and not args.redo:
                     continue
                 record = {
                     "variant": variant,
@@ -289,10 +326,15 @@ def main() -> None:
                     "epochs": epochs,
                     "seed": seed,
                     "overrides": overrides,
-                    **train_and_score(cache, model, epochs, overrides, seed),
+                    **train_and_score(cache, model, epochs, overrides, seed, keep_path(args.study, variant, seed)),
                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "machine": machine(),
                 }
+                if old is not None:
+                    records.remove(old)
+                    same = old["per_image_dice"]["test"]["plain"] == record["per_image_dice"]["test"]["plain"]
+                    print(f"{variant} seed {seed}: {'reproduced' if same else 'did NOT reproduce'} its recorded Dice")
+                    record["reproduced"] = same
                 records.append(record)
                 path.write_text(json.dumps(records, indent=1) + "\n")
                 print(

@@ -65,6 +65,8 @@ class Checkpoint:
     scheduler: dict[str, Any] | None = None
     scaler: dict[str, Any] | None = None  # the fp16 gradient scaler's state
     rng: dict[str, Any] | None = None
+    # train.ema > 0: ``model`` holds the averaged weights; this, the trained ones and the update count
+    ema: dict[str, Any] | None = None
     signature: dict[str, Any] | None = None  # what a run must share with it to continue it: its whole params
     petseg_version: str | None = None
 

@@ -89,6 +89,8 @@ class TrainParams:
     precision: Literal["auto", "fp32", "bf16", "fp16"]  # petseg.precision: auto picks per device
     compile: Annotated[bool | str, Choice("auto", True, False)]  # torch.compile; auto: where measured faster
     nproc_per_node: Annotated[int, Int(min=1)]
+    # decay of the weights' moving average (petseg.training.ema), validated and saved; 0: off
+    ema: Annotated[float, Float(ge=0.0, lt=1.0)] = 0.0
 
 
 # One section per model of the registry (petseg.models.registry names its dataclass): its

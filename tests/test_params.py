@@ -47,6 +47,7 @@ def test_every_config_preset_is_valid():
         ("data.source", "imagenet", "allowed: one of synthetic, oxford-iiit-pet"),
         ("infer.model", "segformer", "infer.model = 'segformer' is invalid; allowed: one of unet, resnet34_unet"),
         ("train.loss", "focal", "allowed: one of bce, dice, bce+dice"),
+        ("train.ema", 1.0, "train.ema = 1.0 is invalid; allowed: a number >= 0.0 and < 1.0"),
         ("train.optimizer", "sgd", "allowed: one of adam, adamw"),
         ("train.scheduler", "step", "allowed: one of none, plateau, cosine, onecycle"),
         ("evaluate.threshold", 1.0, "evaluate.threshold = 1.0 is invalid; allowed: a number > 0.0 and < 1.0"),

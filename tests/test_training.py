@@ -332,3 +332,54 @@ def test_auto_precision_on_the_cpu_is_bf16_exactly_where_the_cpu_has_it_natively
     assert chosen.name == ("bf16" if native else "fp32") and chosen.reason.startswith("auto: ")
     assert resolve_precision("fp32", torch.device("cpu")).grad_scaler() is None
     assert resolve_precision("fp16", torch.device("cpu")).grad_scaler() is not None
+
+
+def test_weight_average_follows_its_warmed_up_recurrence():
+    from petseg.training.ema import WeightAverage
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Conv2d(3, 4, 3))
+    average = WeightAverage(model, decay=0.9)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    expected = None
+    for step in range(30):
+        (model(torch.randn(2, 3, 8, 8)) - 1).square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        average.update()
+        current = {k: v.double().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        if expected is None:  # the first update copies the weights
+            expected = current
+        else:  # then moves towards them by 1 - min(0.9, (1 + t) / (10 + t)), t = updates so far
+            decay = min(0.9, (1 + step) / (10 + step))
+            expected = {k: decay * expected[k] + (1 - decay) * current[k] for k in expected}
+    averaged = average.module.state_dict()
+    for key, value in expected.items():
+        torch.testing.assert_close(averaged[key].double(), value, rtol=1e-5, atol=1e-6)
+    assert averaged["0.num_batches_tracked"] == model.state_dict()["0.num_batches_tracked"] == 30
+    assert average.steps == 30
+    assert not torch.allclose(averaged["1.weight"], model.state_dict()["1.weight"])
+
+
+def test_ema_validates_and_saves_the_average_without_changing_the_training(cache: Path, tmp_path: Path):
+    plain = fit("unet", UNET, config(epochs=2), cache, tmp_path / "plain", progress=False)
+    averaged = fit("unet", UNET, config(epochs=2, ema=0.9), cache, tmp_path / "ema", progress=False)
+    trained = load_checkpoint(tmp_path / "plain" / "last.pt")
+    last = load_checkpoint(tmp_path / "ema" / "last.pt")
+    assert trained.ema is None and last.ema is not None and last.ema["steps"] == 2 * 48 // 8
+    assert_same_weights(last.ema["trained"], trained.model)  # the average does not touch the trained weights
+    assert not torch.equal(last.model["head.weight"], trained.model["head.weight"])
+    assert [r["train/loss"] for r in averaged.history] == [r["train/loss"] for r in plain.history]
+    assert averaged.history[-1]["val/loss"] != plain.history[-1]["val/loss"]  # validated: the average
+    assert last.signature["train"]["ema"] == 0.9
+
+
+def test_an_ema_run_resumes_exactly(cache: Path, tmp_path: Path):
+    ema = dict(ema=0.9, scheduler="plateau")
+    fit("unet", UNET, config(epochs=1, **ema), cache, tmp_path / "a", progress=False)
+    extended = fit("unet", UNET, config(epochs=2, **ema), cache, tmp_path / "a", progress=False)
+    fit("unet", UNET, config(epochs=2, **ema), cache, tmp_path / "b", progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert extended.epochs_run == 1 and a.history == b.history and a.ema["steps"] == b.ema["steps"]
+    assert_same_weights(a.model, b.model)
+    assert_same_weights(a.ema["trained"], b.ema["trained"])

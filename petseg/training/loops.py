@@ -24,6 +24,7 @@ from petseg.metrics import dice_per_image
 from petseg.params import AugmentParams
 from petseg.precision import Precision
 from petseg.training.batches import SplitTensors
+from petseg.training.ema import WeightAverage
 
 
 @dataclass
@@ -114,8 +115,12 @@ def train_one_epoch(
     context: DistContext = DistContext(),
     progress: tqdm | None = None,
     log_every: int = 10,
+    average: WeightAverage | None = None,
 ) -> EpochStats:
-    """One pass over ``batches``; returns the mean loss and per-image train Dice (over all ranks)."""
+    """One pass over ``batches``; returns the mean loss and per-image train Dice (over all ranks).
+
+    ``average``: the weights' moving average, updated after every optimizer step.
+    """
     model.train()
     sums = EpochSums(data.device)
     for step, indices in enumerate(batches, 1):
@@ -125,6 +130,8 @@ def train_one_epoch(
         loss, logits = training_step(model, optimizer, loss_fn, images, masks, precision, scaler)
         if batch_scheduler is not None:
             batch_scheduler.step()
+        if average is not None:
+            average.update()
         with torch.no_grad():
             sums.add(loss, logits, masks)
         if progress is not None:

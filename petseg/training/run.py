@@ -30,6 +30,7 @@ from petseg.models import architecture, build_model
 from petseg.params import TrainParams, as_dict
 from petseg.precision import resolve_precision
 from petseg.training.batches import SplitTensors, augment_seed, epoch_batches, steps_per_epoch
+from petseg.training.ema import WeightAverage
 from petseg.training.log import EpochLog, epoch_record
 from petseg.training.loops import train_one_epoch, validate
 from petseg.training.optim import current_lr, make_optimizer, make_scheduler, step_epoch_scheduler
@@ -110,9 +111,13 @@ def _restore(
     scheduler: Any,
     scaler: torch.amp.GradScaler | None,
     out_dir: Path,
+    average: WeightAverage | None,
 ) -> _RunState:
     try:
-        model.load_state_dict(checkpoint.model)
+        if average is not None:  # the file's model is the average; the trained weights travel beside it
+            average.restore(checkpoint.model, checkpoint.ema, out_dir / "last.pt")
+        else:
+            model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(checkpoint.optimizer)
         if scheduler is not None and checkpoint.scheduler is not None:
             scheduler.load_state_dict(checkpoint.scheduler)
@@ -172,9 +177,10 @@ def _fit(
         config.scheduler, optimizer, config.lr, config.epochs, steps_per_epoch(len(train_split), batch_size)
     )
     scaler = precision.grad_scaler()
+    average = WeightAverage(model, config.ema) if config.ema > 0 else None
     state = _RunState()
     if plan.checkpoint is not None:
-        state = _restore(plan.checkpoint, model, optimizer, scheduler, scaler, out_dir)
+        state = _restore(plan.checkpoint, model, optimizer, scheduler, scaler, out_dir, average)
     epoch_log = EpochLog(live_dir if context.is_main else None, state.history)
     if plan.action == "complete":
         epoch_log.close()
@@ -213,10 +219,15 @@ def _fit(
             generator=generator,
             context=context,
             progress=bar,
+            average=average,
         )
         bar.close()
         context.broadcast_buffers(model)  # validate the model that rank 0 saves
-        val_stats = oom(validate)(train_model, val_data, batch_size, loss_fn, precision=precision, context=context)
+        validated = train_model
+        if average is not None:
+            context.broadcast_buffers(average.module)
+            validated = average.module
+        val_stats = oom(validate)(validated, val_data, batch_size, loss_fn, precision=precision, context=context)
         if scheduler is not None and not per_batch:
             step_epoch_scheduler(scheduler, val_stats.dice)
         record = epoch_record(epoch, train_stats.loss, train_stats.dice, val_stats.loss, val_stats.dice, lr)
@@ -231,7 +242,7 @@ def _fit(
             checkpoint = Checkpoint(
                 model_name=model_name,
                 model_params=arch,
-                model=model.state_dict(),
+                model=(average.module if average is not None else model).state_dict(),
                 image_size=image_size,
                 epoch=epoch,
                 val_dice=val_stats.dice,
@@ -244,6 +255,7 @@ def _fit(
                 scheduler=scheduler.state_dict() if scheduler is not None else None,
                 scaler=scaler.state_dict() if scaler is not None else None,
                 rng=rng_state(),
+                ema=average.state() if average is not None else None,
                 signature=signature,
                 petseg_version=petseg.__version__,
             )
