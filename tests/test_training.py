@@ -361,25 +361,21 @@ def test_weight_average_follows_its_warmed_up_recurrence():
     assert not torch.allclose(averaged["1.weight"], model.state_dict()["1.weight"])
 
 
-def test_ema_validates_and_saves_the_average_without_changing_the_training(cache: Path, tmp_path: Path):
-    plain = fit("unet", UNET, config(epochs=2), cache, tmp_path / "plain", progress=False)
-    averaged = fit("unet", UNET, config(epochs=2, ema=0.9), cache, tmp_path / "ema", progress=False)
-    trained = load_checkpoint(tmp_path / "plain" / "last.pt")
-    last = load_checkpoint(tmp_path / "ema" / "last.pt")
-    assert trained.ema is None and last.ema is not None and last.ema["steps"] == 2 * 48 // 8
-    assert_same_weights(last.ema["trained"], trained.model)  # the average does not touch the trained weights
-    assert not torch.equal(last.model["head.weight"], trained.model["head.weight"])
-    assert [r["train/loss"] for r in averaged.history] == [r["train/loss"] for r in plain.history]
-    assert averaged.history[-1]["val/loss"] != plain.history[-1]["val/loss"]  # validated: the average
-    assert last.signature["train"]["ema"] == 0.9
-
-
-def test_an_ema_run_resumes_exactly(cache: Path, tmp_path: Path):
+def test_ema_validates_and_saves_the_average_leaves_the_training_alone_and_resumes_exactly(cache: Path, tmp_path: Path):
     ema = dict(ema=0.9, scheduler="plateau")
+    plain = fit("unet", UNET, config(epochs=2, scheduler="plateau"), cache, tmp_path / "plain", progress=False)
     fit("unet", UNET, config(epochs=1, **ema), cache, tmp_path / "a", progress=False)
     extended = fit("unet", UNET, config(epochs=2, **ema), cache, tmp_path / "a", progress=False)
-    fit("unet", UNET, config(epochs=2, **ema), cache, tmp_path / "b", progress=False)
+    straight = fit("unet", UNET, config(epochs=2, **ema), cache, tmp_path / "b", progress=False)
+    trained = load_checkpoint(tmp_path / "plain" / "last.pt")
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert trained.ema is None and b.ema is not None and b.ema["steps"] == 2 * 48 // 8
+    assert_same_weights(b.ema["trained"], trained.model)  # the average does not touch the trained weights
+    assert not torch.equal(b.model["head.weight"], trained.model["head.weight"])
+    assert [r["train/loss"] for r in straight.history] == [r["train/loss"] for r in plain.history]
+    assert straight.history[-1]["val/loss"] != plain.history[-1]["val/loss"]  # validated: the average
+    assert b.signature["train"]["ema"] == 0.9
+    # interrupted after epoch 1 and continued: the same average, trained weights and history
     assert extended.epochs_run == 1 and a.history == b.history and a.ema["steps"] == b.ema["steps"]
     assert_same_weights(a.model, b.model)
     assert_same_weights(a.ema["trained"], b.ema["trained"])
