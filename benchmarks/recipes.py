@@ -234,6 +234,17 @@ def summarize(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _variants(records: list[dict[str, Any]]) -> list[str]:
+    """The recorded variants, model by model, the report's recipe first, then in the order they were run."""
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    models = list(dict.fromkeys(r["model"] for r in records))
+    model_of = {r["variant"]: r["model"] for r in records}
+    return sorted(
+        variants,
+        key=lambda v: (models.index(model_of[v]), v != f"{model_of[v]} report 2", variants.index(v)),
+    )
+
+
 def _recipes(records: list[dict[str, Any]], variant: str) -> list[str]:
     """The prediction recipes every run of ``variant`` was scored with."""
     runs = [r for r in records if r["variant"] == variant]
@@ -253,7 +264,7 @@ def final_report(records: list[dict[str, Any]]) -> list[str]:
         "| model | training | prediction | seeds | validation Dice | held-out Dice | s/epoch |",
         "|---|---|---|---|---|---|---|",
     ]
-    for variant in dict.fromkeys(r["variant"] for r in records):
+    for variant in _variants(records):
         model, training = variant.split(" ", 1)
         seconds = statistics.median(r["seconds_per_epoch"] for r in records if r["variant"] == variant)
         for recipe in _recipes(records, variant):
@@ -277,7 +288,7 @@ def final_report(records: list[dict[str, Any]]) -> list[str]:
         if not any(r["variant"] == reference for r in records):
             continue
         base = _table(records, reference, "test", "plain")
-        for variant in (v for v in dict.fromkeys(r["variant"] for r in records) if v.startswith(model + " ")):
+        for variant in (v for v in _variants(records) if v.startswith(model + " ")):
             for recipe in _recipes(records, variant):
                 if variant == reference and recipe == "plain":
                     continue
