@@ -5,6 +5,7 @@
     python benchmarks/recipes.py recipes --report   # the table only, from the recorded runs
     python benchmarks/recipes.py final              # both models: the report's recipe against ours, 15 epochs
     python benchmarks/recipes.py final --report     # its table and the two-level intervals
+    python benchmarks/recipes.py final --redo --only "resnet34_unet report 2"   # train recorded runs again
 
 The sample (``../shared/data/oxford-pet-sample``, 199 listed real photos) is cut
 once, with a fixed seed, into train (70%), validation (15%) and a held-out test
