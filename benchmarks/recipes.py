@@ -6,6 +6,7 @@
     python benchmarks/recipes.py final              # both models: the report's recipe against ours, 15 epochs
     python benchmarks/recipes.py final --report     # its table and the two-level intervals
     python benchmarks/recipes.py final --redo --only "resnet34_unet report 2"   # train recorded runs again
+    python benchmarks/recipes.py final --rescore    # new prediction recipes on the kept weights, no training
 
 The sample (``../shared/data/oxford-pet-sample``, 199 listed real photos) is cut
 once, with a fixed seed, into train (70%), validation (15%) and a held-out test
@@ -28,6 +29,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,38 @@ def machine() -> dict[str, Any]:
     }
 
 
+def score(checkpoint: Path, cache: Path, recipes: Iterable[str]) -> dict[str, dict[str, list[float]]]:
+    """Per-image Dice of a checkpoint on the validation and held-out images (split -> recipe -> list)."""
+    per_image = {}
+    for split in ("val", "test"):
+        images = load_split(cache, split)
+        per_image[split] = {}
+        for recipe in recipes:
+            tta, post, scales = PREDICTION[recipe]
+            config = EvaluateParams(0.5, tta, 0, 32, post)
+            evaluation = evaluate_checkpoint(checkpoint, images, config, "cpu", scales=scales)
+            per_image[split][recipe] = evaluation.table.scores["dice"].tolist()
+    return per_image
+
+
+def rescore(records: list[dict[str, Any]], study: str, cache: Path, only: list[str] | None, path: Path) -> None:
+    """Score recorded runs under the prediction recipes they lack, from their kept weights (no training)."""
+    for record in records:
+        if (only and record["variant"] not in only) or "per_image_dice" not in record:
+            continue  # runs recorded without per-image scores have no recipes to add to
+        missing = [recipe for recipe in PREDICTION if recipe not in record["per_image_dice"]["test"]]
+        if not missing:
+            continue
+        kept = keep_path(study, record["variant"], record["seed"])
+        if not kept.is_file():
+            print(f"{record['variant']} seed {record['seed']}: no kept weights at {kept}; --redo trains it again")
+            continue
+        for split, scores in score(kept, cache, missing).items():
+            record["per_image_dice"][split].update(scores)
+        path.write_text(json.dumps(records, indent=1) + "\n")
+        print(f"{record['variant']} seed {record['seed']}: scored {', '.join(missing)}", flush=True)
+
+
 def train_and_score(
     cache: Path, model: str, epochs: int, overrides: dict[str, Any], seed: int, keep: Path
 ) -> dict[str, Any]:
@@ -188,19 +222,11 @@ def train_and_score(
         result = fit(model, model_params, train, cache, Path(scratch) / "model", progress=False)
         seconds = time.perf_counter() - started
         best = Path(scratch) / "model" / "best.pt"
-        per_image: dict[str, dict[str, list[float]]] = {}
-        for split in ("val", "test"):
-            images = load_split(cache, split)
-            per_image[split] = {
-                recipe: evaluate_checkpoint(best, images, EvaluateParams(0.5, tta, 0, 32, post), "cpu", scales=scales)
-                .table.scores["dice"]
-                .tolist()
-                for recipe, (tta, post, scales) in PREDICTION.items()
-            }
+        per_image = score(best, cache, PREDICTION)
         epoch_seconds = load_checkpoint(Path(scratch) / "model" / "last.pt").epoch_seconds
         weights = dataclasses.replace(load_checkpoint(best), optimizer=None, scheduler=None, scaler=None, rng=None)
         keep.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(keep, weights)  # weights only: enough to score it again under a new prediction recipe
+        save_checkpoint(keep, weights)  # weights only: what --rescore needs for a new prediction recipe
     return {
         "val_dice": result.best_dice,
         "best_epoch": result.best_epoch,
@@ -317,6 +343,11 @@ def main() -> None:
         help="train recorded runs again (to keep their weights and score new prediction recipes); "
         "says whether each one reproduced its recorded Dice",
     )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score recorded runs under the prediction recipes they lack, from their kept weights (no training)",
+    )
     args = parser.parse_args()
     path = STUDIES / f"{args.study}.json"
     records = json.loads(path.read_text()) if path.is_file() else []
@@ -326,8 +357,10 @@ def main() -> None:
         WORK.mkdir(parents=True, exist_ok=True)
         STUDIES.mkdir(parents=True, exist_ok=True)
         cache = sample_cache()
+        if args.rescore:
+            rescore(records, args.study, cache, args.only, path)
         for variant, (model, epochs, overrides) in STUDY_PLANS[args.study].items():
-            if args.only and variant not in args.only:
+            if args.rescore or (args.only and variant not in args.only):
                 continue
             for seed in args.seeds:
                 old = next((r for r in records if r["variant"] == variant and r["seed"] == seed), None)

@@ -28,12 +28,13 @@ class WeightAverage:
     """The moving average of ``model``'s weights (the plain module, not its DDP or compiled wrapper)."""
 
     def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
         self.source = model
 
         @torch.no_grad()
-        def update(averaged: list[torch.Tensor], current: list[torch.Tensor], steps: torch.Tensor) -> None:
-            weight = 1 - warmed_up_decay(decay, int(steps))
+        def update(averaged: list[torch.Tensor], current: list[torch.Tensor], _: torch.Tensor) -> None:
+            # the count from the average's own host-side buffer: reading the device copy passed here would
+            # make a GPU wait for the host at every step
+            weight = 1 - warmed_up_decay(decay, self.steps)
             if torch.is_floating_point(averaged[0]):
                 torch._foreach_lerp_(averaged, current, weight)
             else:
