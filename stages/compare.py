@@ -1,26 +1,31 @@
 """Stage compare, and comparisons against other commits, experiments and seed studies, with 95% intervals.
 
     python -m stages.compare                      # metrics/compare.json: UNet minus each other model, one run
-    python stages/compare.py --table              # the models' metrics side by side (add --against REV)
-    python stages/compare.py --against HEAD~1     # each model here minus the same model at a revision or experiment
-    python stages/compare.py --experiments        # seed study: this commit's experiments and the workspace
-    python stages/compare.py --experiments --by train.lr --json FILE   # each model between recipes
-    python stages/compare.py --experiments --metrics seeds.json   # flat numbers: dvc metrics show seeds.json
+    python -m stages.compare --table              # the models' metrics side by side (add --against REV)
+    python -m stages.compare --against HEAD~1     # each model here minus the same model at a revision or experiment
+    python -m stages.compare --experiments        # seed study: this commit's experiments and the workspace
+    python -m stages.compare --experiments --by train.lr --json FILE   # each model between recipes
+    python -m stages.compare --experiments --metrics seeds.json   # flat numbers: dvc metrics show seeds.json
+    python -m stages.compare --experiments --smallest-effect 0.01  # seeds per side that a difference of 0.01 needs
 
 A paired interval over test images covers one training run per side and is
 never called detectable; with seeds (dvc exp run --queue -S 'train.seed=0,1,2')
-the interval resamples seeds and images, and only it can be. Exit code 1 when
+the interval covers seeds and test images, and only it can be. Exit code 1 when
 REV lacks the tables or its test images differ from these.
 """
 
 from __future__ import annotations
 
+import argparse
+
 from petseg import paths
 from petseg.cli import run_stage, stage_params, stage_parser
 from petseg.models import MODEL_NAMES
 
+STUDY_OPTIONS = ("by", "json", "metrics", "smallest_effect")  # they go with --experiments (and --rev)
 
-def main() -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument("--against", metavar="REV", help="a git revision or DVC experiment name to compare with")
     parser.add_argument(
@@ -29,9 +34,13 @@ def main() -> int:
     parser.add_argument("--by", metavar="KEY", help="with --experiments: compare the groups that differ in this param")
     parser.add_argument("--json", metavar="FILE", help="with --experiments: write the numbers to FILE")
     parser.add_argument(
-        "--metrics",
-        metavar="FILE",
-        help="with --experiments: the study as flat numbers for dvc metrics show FILE",
+        "--metrics", metavar="FILE", help="with --experiments: the study as flat numbers for dvc metrics show FILE"
+    )
+    parser.add_argument(
+        "--smallest-effect",
+        type=float,
+        metavar="DELTA",
+        help="with --experiments: how many seeds per side a difference of DELTA needs, from this study's spreads",
     )
     parser.add_argument(
         "--rev", default="HEAD", help="with --experiments: the commit whose experiments (default: HEAD)"
@@ -46,9 +55,14 @@ def main() -> int:
     parser.add_argument(
         "--out", default=str(paths.COMPARE_FILE), help="the stage's output (default: metrics/compare.json)"
     )
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
-    if (args.by or args.json or args.metrics or args.rev != "HEAD") and args.experiments is None:
-        parser.error("--by, --json, --metrics and --rev go with --experiments")
+    if args.experiments is None and (args.rev != "HEAD" or any(getattr(args, o) is not None for o in STUDY_OPTIONS)):
+        parser.error("--by, --json, --metrics, --smallest-effect and --rev go with --experiments")
     stage_params(args.params)  # reads no params, but a broken params file stops the pipeline
     from petseg.compare import compare_against, compare_models, compare_seeds, write_report
 
@@ -62,7 +76,9 @@ def main() -> int:
         print("\n".join(lines))
         return 0 if same_images else 1
     if args.experiments is not None:
-        lines, report = compare_seeds(args.models, by=args.by, names=args.experiments, rev=args.rev)
+        lines, report = compare_seeds(
+            args.models, by=args.by, names=args.experiments, rev=args.rev, smallest_effect=args.smallest_effect
+        )
         print("\n".join(lines))
         if args.json:
             write_report(args.json, report)

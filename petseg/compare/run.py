@@ -221,6 +221,7 @@ def compare_seeds(
     names: Sequence[str] | None = None,
     rev: str = "HEAD",
     repo: str | Path = ".",
+    smallest_effect: float | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The seed study of commit ``rev``'s run, its experiments and the workspace (or of the experiments ``names``).
 
@@ -236,7 +237,7 @@ def compare_seeds(
     if not runs:
         raise DataError("no evaluated runs here: dvc repro, then dvc exp run --queue -S 'train.seed=0,1,2'")
     groups = group_runs(runs, by)
-    lines, report = seed_report(runs, groups, models, by)
+    lines, report = seed_report(runs, groups, models, by, smallest_effect=smallest_effect)
     report["by"] = by
     return lines, report
 

@@ -109,7 +109,12 @@ def _same_images(a: Group, b: Group, model: str) -> None:
 
 
 def seed_report(
-    runs: Sequence[Run], groups: Sequence[Group], models: Sequence[str], by: str | None = None
+    runs: Sequence[Run],
+    groups: Sequence[Group],
+    models: Sequence[str],
+    by: str | None = None,
+    *,
+    smallest_effect: float | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
     """The report's lines, and the same numbers for ``--json`` (``groups``, ``differences``)."""
     shared = [m for m in models if all(m in g.models() for g in groups)]
