@@ -176,15 +176,32 @@ def remove_stale_temps(directory: str | Path) -> None:
                     leftover.unlink()
 
 
-def load_json(path: str | Path) -> Any:
-    """Read a JSON file; a missing, truncated or corrupt file is a DataError naming it."""
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML ``text`` read from ``source`` (a file, or a file at a revision), as DVC reads it.
+
+    The one YAML reader of the project: ruamel.yaml, safe (plain data only) and pure
+    (the same parser everywhere), YAML 1.2 as DVC. Invalid YAML is a one-line
+    DataError naming ``source``.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        raise DataError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file with :func:`parse_yaml`; a missing or unreadable file is a DataError naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: not a valid JSON file (corrupt or truncated?): {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    return parse_yaml(text, str(path))
 
 
 def load_npy(

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from petseg.errors import ParamsError
+from petseg import io
+from petseg.errors import DataError, ParamsError
 from petseg.models.registry import MODEL_NAMES, MODELS
 from petseg.schema import URL, Bool, Choice, Float, Int, ListOf, OneOrMore, Rule, Str
 
@@ -245,22 +246,11 @@ def validate(raw: Any) -> Params:
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file as DVC does (ruamel.yaml, YAML 1.2), with a clear error naming the file."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    path = Path(path)
+    """Read a params file with the project's YAML reader (:func:`petseg.io.read_yaml`); errors are ParamsErrors."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParamsError(f"{path}: cannot read: {exc}") from None
-    try:
-        return YAML(typ="safe", pure=True).load(text)
-    except YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise ParamsError(f"{path}: not valid YAML: {detail}") from None
+        return io.read_yaml(path)
+    except DataError as exc:
+        raise ParamsError(str(exc)) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

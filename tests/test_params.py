@@ -111,6 +111,24 @@ def test_unreadable_params_files_name_the_file(tmp_path: Path):
         load_params(broken)
 
 
+def test_one_yaml_reader_and_its_errors_name_the_source():
+    from petseg.errors import DataError
+    from petseg.io import parse_yaml
+
+    # YAML 1.2 as DVC reads it: "yes" stays a string, 3e-4 is a float
+    assert parse_yaml("a: yes\nb: 3e-4\n", "x.yaml") == {"a": "yes", "b": 3e-4}
+    with pytest.raises(DataError, match=r"^dvc\.lock at exp-1: not valid YAML: [^\n]+$"):
+        parse_yaml("stages: [unclosed\n", "dvc.lock at exp-1")
+    # every other module reads YAML through it (benchmarks edit params files round-trip, keeping comments)
+    readers = [
+        str(path.relative_to(REPO))
+        for folder in ("petseg", "stages")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        if "YAML(" in path.read_text()
+    ]
+    assert readers == ["petseg/io.py"]
+
+
 @pytest.mark.parametrize("script", STAGE_SCRIPTS)
 def test_every_stage_refuses_bad_params_before_any_work(script: str, tmp_path: Path):
     params = write_params(tmp_path / "params.yaml", {"train.lr": -1.0})

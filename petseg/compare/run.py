@@ -30,7 +30,7 @@ from petseg.compare.seeds import COMPARED, difference_line, mean_sd, seed_report
 from petseg.compare.stats import PairedDifference, paired_difference, seed_difference
 from petseg.errors import DataError
 from petseg.evaluation.tables import PerImage, parse_per_image_csv, read_per_image_csv
-from petseg.io import write_json
+from petseg.io import parse_yaml, write_json
 from petseg.models import label, model_info
 
 log = logging.getLogger(__name__)
@@ -121,9 +121,7 @@ def _pair(here: PerImage, there: PerImage, rev: str, model: str) -> tuple[np.nda
 
 def _lock_entry(text: str, stage: str) -> Any:
     """A stage's dvc.lock entry without its outputs (what went in: command, code and data hashes, params)."""
-    from ruamel.yaml import YAML
-
-    entry = dict(((YAML(typ="safe", pure=True).load(text) or {}).get("stages") or {}).get(stage) or {})
+    entry = dict(((parse_yaml(text, "dvc.lock") or {}).get("stages") or {}).get(stage) or {})
     entry.pop("outs", None)
     return entry or None
 

@@ -22,6 +22,7 @@ from petseg import paths
 from petseg.compare.revisions import experiments_of, read_text_at, resolve
 from petseg.errors import DataError
 from petseg.evaluation.tables import PerImage, parse_per_image_csv
+from petseg.io import parse_yaml
 
 SEED_KEY = "train.seed"
 PARAMS_FILE = Path("params.yaml")
@@ -40,23 +41,15 @@ def flatten(values: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _parse_params(text: str, source: str) -> dict[str, Any]:
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        return flatten(YAML(typ="safe", pure=True).load(text) or {})
-    except YAMLError as exc:
-        raise DataError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+    return flatten(parse_yaml(text, source) or {})
 
 
 def code_hashes(lock_text: str | None) -> str:
     """The hashes dvc.lock records for the stages' code deps, as a key ("" without a dvc.lock)."""
     if not lock_text:
         return ""
-    from ruamel.yaml import YAML
-
     try:
-        stages = (YAML(typ="safe", pure=True).load(lock_text) or {}).get("stages") or {}
+        stages = (parse_yaml(lock_text, str(LOCK_FILE)) or {}).get("stages") or {}
     except Exception:  # a dvc.lock that does not parse says nothing about the code
         return ""
     code = {
