@@ -105,7 +105,7 @@ def measure(
     if setting["heap"] or device.type != "cpu":  # on the CPU, configure_device is the heap tuning
         configure_device(device)
     precision = resolve_precision(setting["precision"], device)
-    compiled, _ = resolve_compile(setting["compile"], device)
+    compiled, _ = resolve_compile(setting["compile"], device, precision.name)
     loss_fn = get_loss("bce+dice")
     torch.manual_seed(0)
     model = build_model("unet", base_channels=base_channels)

@@ -40,16 +40,50 @@ def configure_device(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def resolve_compile(setting: bool | str, device: torch.device) -> tuple[bool, str]:
-    """Whether to torch.compile the model (``train.compile``), and why.
+# torch.compile over eager in training epochs once compiled (benchmarks/speed.py's compile_speedup_ratio), by
+# (device kind, CPU capability, the precision that auto picks there); tests/test_devices.py checks each figure
+# against its result file
+COMPILE_MEASURED: dict[tuple[str, str, str], tuple[float, str]] = {
+    ("cpu", "AVX2", "fp32"): (0.90, "benchmarks/results.json"),
+    ("cpu", "AMX", "bf16"): (1.21, "benchmarks/measurements/xeon-amx.json"),
+}
 
-    ``auto`` is off on every device: torch.compile measured slower than eager on the CPU (benchmarks/speed.py,
-    benchmarks/RESULTS.md) and has not been measured on CUDA or MPS (benchmarks/gpu_check.py measures CUDA).
+
+def cpu_capability() -> str:
+    """``AMX`` where torch finds AMX tiles, else torch's CPU capability (``AVX512``, ``AVX2``, ``DEFAULT``, ...)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own probe (private, present since 2.1)
+    if probe is not None and probe():
+        return "AMX"
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def compile_auto(device_type: str, capability: str, precision: str) -> tuple[bool, str]:
+    """What ``train.compile: auto`` does on a device kind (a CPU of ``capability``) training in ``precision``.
+
+    Off everywhere; the reason names what was measured there (COMPILE_MEASURED, each figure with its result
+    file). Where torch.compile was measured slower than eager once compiled, that is the reason. Where it was
+    measured faster once compiled, the compilation itself is the reason: every training process pays it again
+    (each resume, each DDP rank), and no measurement shows a run's epochs repaying it; ``train.compile: true``
+    turns it on for long runs. Elsewhere (other CPUs and precisions, CUDA, MPS) it was not measured.
     """
+    where = f"a CPU with {capability} in {precision}" if device_type == "cpu" else f"{device_type} in {precision}"
+    measured = COMPILE_MEASURED.get((device_type, capability if device_type == "cpu" else "", precision))
+    if measured is None:
+        return False, f"auto: off (torch.compile not measured on {where})"
+    ratio, source = measured
+    if ratio <= 1:
+        return False, f"auto: off (torch.compile measured {ratio:.2f}x eager on {where}: {source})"
+    return False, (
+        f"auto: off (torch.compile measured {ratio:.2f}x eager once compiled on {where}, {source}, but not measured "
+        "to repay its compile time in a run; train.compile: true for long runs)"
+    )
+
+
+def resolve_compile(setting: bool | str, device: torch.device, precision: str) -> tuple[bool, str]:
+    """Whether to torch.compile the model (``train.compile``) on ``device`` training in ``precision``, and why."""
     if setting != "auto":
         return bool(setting), f"train.compile: {str(setting).lower()}"
-    measured = "measured slower than eager" if device.type == "cpu" else "not measured faster"
-    return False, f"auto: off (torch.compile {measured} on {device.type})"
+    return compile_auto(device.type, cpu_capability() if device.type == "cpu" else "", precision)
 
 
 def synchronize(device: torch.device) -> None:

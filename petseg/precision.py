@@ -7,10 +7,10 @@
   scaling; bf16 has fp32's range and needs none);
 - CPU: bf16 where the CPU computes it natively (AVX-512 BF16 or AMX on x86, the
   BF16 extension on Arm), fp32 elsewhere (emulated bf16 is an order of
-  magnitude slower). Measured elsewhere, on a 2-core AMD EPYC with AVX-512
-  BF16: bf16 autocast trained 1.8-2.2x faster, and the test Dice on 100 real
-  photos (UNet base 16, 128 px, 15 epochs, seeds 0/1/2) was 0.8181 +- 0.011
-  in bf16 against 0.8236 +- 0.007 in fp32, a difference inside the seed spread;
+  magnitude slower). What this rests on, bf16's training speed against fp32
+  on a CPU with native bf16 and on one without and its test Dice, is in
+  benchmarks/RESULTS.md ("Precision: bf16 vs fp32"), from
+  benchmarks/measurements/xeon-amx.json and benchmarks/results.json;
 - Apple MPS: fp32 (mixed precision not measured there).
 
 Refused in one line: bf16 on a CUDA GPU without it, fp16 on MPS (its gradient

@@ -16,9 +16,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+import petseg.device
 import petseg.precision
 from petseg.checkpoint import load_checkpoint
 from petseg.data.cache import load_split
+from petseg.device import compile_auto
 from petseg.distributed import DistContext
 from petseg.errors import ParamsError
 from petseg.evaluation import evaluate_models
@@ -131,12 +133,50 @@ def test_a_run_never_continues_in_another_precision(cache: Path, tmp_path: Path,
     with caplog.at_level(logging.INFO, logger="petseg"):
         fit("unet", UNET, config(precision="auto"), cache, tmp_path / "m", progress=False)
     assert "training in fp32 (auto: no native bf16 (probe replaced), so fp32" in caplog.text
+    assert f"not compiled ({compile_auto('cpu', petseg.device.cpu_capability(), 'fp32')[1]})" in caplog.text
     caplog.clear()
     monkeypatch.setattr(petseg.precision, "cpu_native_bf16", native(True))  # the same run on a bf16 machine
     with caplog.at_level(logging.INFO, logger="petseg"):
         result = fit("unet", UNET, config(precision="auto"), cache, tmp_path / "m", progress=False)
     assert result.epochs_run == 1 and "starting over" in caplog.text and "precision: 'fp32' -> 'bf16'" in caplog.text
     assert load_checkpoint(tmp_path / "m" / "last.pt").signature["precision"] == "bf16"
+
+
+@pytest.mark.parametrize(
+    "device, capability, precision, says",
+    [
+        ("cpu", "AVX2", "fp32", "measured 0.90x eager on a CPU with AVX2 in fp32: benchmarks/results.json)"),
+        ("cpu", "AMX", "bf16", "measured 1.21x eager once compiled on a CPU with AMX in bf16, benchmarks/"),
+        ("cpu", "AMX", "fp32", "not measured on a CPU with AMX in fp32)"),
+        ("cpu", "AVX512", "bf16", "not measured on a CPU with AVX512 in bf16)"),
+        ("cpu", "AVX512", "fp32", "not measured on a CPU with AVX512 in fp32)"),
+        ("cuda", "", "bf16", "not measured on cuda in bf16)"),
+        ("mps", "", "fp32", "not measured on mps in fp32)"),
+    ],
+)
+def test_compile_auto_says_what_was_measured_on_each_kind_of_device(device, capability, precision, says):
+    compiled, reason = compile_auto(device, capability, precision)
+    assert not compiled and reason.startswith("auto: off (torch.compile ") and says in reason
+    assert petseg.device.resolve_compile(True, torch.device(device), precision) == (True, "train.compile: true")
+    assert petseg.device.resolve_compile(False, torch.device(device), precision) == (False, "train.compile: false")
+
+
+def test_compile_figures_are_those_of_their_result_files():
+    for (device, capability, precision), (ratio, source) in petseg.device.COMPILE_MEASURED.items():
+        results = json.loads((REPO / source).read_text())
+        machine = results.get("machine") or results["_machine"]
+        figures = results.get("speed", results)
+        assert round(figures["compile_speedup_ratio"], 2) == ratio, source
+        assert machine.get("device", "cpu") == device and capability.lower() in json.dumps(machine).lower(), source
+        # the precision auto picked there: bf16 exactly where the CPU has it natively
+        assert (precision == "bf16") == ("no native bf16" not in json.dumps(machine)), source
+
+
+def test_the_cpu_capability_is_amx_where_torch_finds_amx_tiles(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert petseg.device.cpu_capability() == "AMX"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert petseg.device.cpu_capability() == torch.backends.cpu.get_cpu_capability()
 
 
 def test_mps_refuses_fp16_and_old_torch_bf16_and_auto_stays_fp32(monkeypatch):

@@ -151,7 +151,7 @@ def _fit(
     train_split, val_split = load_splits(cache_dir, context, model_name, batch_size)
     image_size = train_split.image_size
     precision = resolve_precision(config.precision, device)
-    compiled, compile_reason = resolve_compile(config.compile, device)
+    compiled, compile_reason = resolve_compile(config.compile, device, precision.name)
     signature = run_signature(model_name, model_params, config, image_size, fingerprint([train_split, val_split]))
     signature["precision"] = precision.name  # what auto resolved to on this machine: part of the run
     if context.enabled:  # per-rank BatchNorm statistics and augmentation make the process count part of the run
