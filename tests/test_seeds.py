@@ -1,4 +1,4 @@
-"""Seed studies: two-level intervals over seeds and test images, grouping by recipe, and the --experiments report."""
+"""Seed studies: intervals over seeds and test images, grouping by recipe, and the --experiments report."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ruamel.yaml import YAML
+from scipy import stats
 
 from petseg.compare.stats import paired_difference, seed_difference
 from petseg.evaluation.tables import PerImage, write_per_image_csv
@@ -40,18 +41,38 @@ def runs_of(rng: np.random.Generator, base: np.ndarray, shift: float, seed_sd: f
     return np.clip(base + offsets + rng.normal(0, 0.02, size=(n_runs, len(base))), 0, 1)
 
 
-@pytest.mark.parametrize("same_runs", [False, True])
-def test_interval_matches_an_independent_two_level_bootstrap(same_runs: bool) -> None:
+def test_within_a_recipe_the_variance_is_the_crossed_random_effects_one() -> None:
+    """Runs x images crossed, both random: Var(grand mean) = (MS_runs + MS_images - MS_residual) / (R N)."""
     rng = np.random.default_rng(3)
     base = rng.uniform(0.5, 0.9, N_IMAGES)
-    a, b = runs_of(rng, base, 0.01, 0.02, 4), runs_of(rng, base, 0.0, 0.02, 4)
-    found = seed_difference(a, b, same_runs=same_runs)
-    low, high = two_level_bootstrap(a, b, same_runs)
-    width = high - low
-    assert found.diff == pytest.approx(a.mean() - b.mean(), abs=1e-12)
-    assert found.low == pytest.approx(low, abs=0.06 * width) and found.high == pytest.approx(high, abs=0.06 * width)
+    a = runs_of(rng, base + rng.normal(0, 0.05, N_IMAGES), 0.01, 0.02, 4)
+    b = runs_of(rng, base, 0.0, 0.02, 4)
+    c, (runs, images) = a - b, (a - b).shape
+    grand = c.mean()
+    ms_runs = images * sum((row.mean() - grand) ** 2 for row in c) / (runs - 1)
+    ms_images = runs * sum((column.mean() - grand) ** 2 for column in c.T) / (images - 1)
+    residual = sum(
+        (c[r, i] - c[r].mean() - c[:, i].mean() + grand) ** 2 for r in range(runs) for i in range(images)
+    ) / ((runs - 1) * (images - 1))
+    found = seed_difference(a, b, same_runs=True)
+    assert ms_images > residual  # an image effect: all three mean squares enter
+    assert found.se**2 == pytest.approx((ms_runs + ms_images - residual) / (runs * images), rel=1e-9)
+    assert found.diff == pytest.approx(grand, abs=1e-12) and found.low < found.diff < found.high
     assert (found.n_seeds_a, found.n_seeds_b, found.n_images) == (4, 4, N_IMAGES) and found.includes_training_noise
-    assert seed_difference(a, b, same_runs=same_runs) == found  # seeded
+
+
+def test_without_image_noise_the_intervals_are_the_t_tests_on_run_means() -> None:
+    """Runs that shift every image alike: the paired t-interval within a recipe, Welch's between recipes."""
+    rng = np.random.default_rng(4)
+    base = rng.uniform(0.5, 0.9, N_IMAGES)
+    a = base + np.array([0.030, 0.010, 0.022, 0.041])[:, None]
+    b = base + np.array([0.000, 0.012, -0.010, 0.020])[:, None]
+    paired = stats.ttest_rel(a.mean(axis=1), b.mean(axis=1)).confidence_interval()
+    found = seed_difference(a, b, same_runs=True)
+    assert (found.low, found.high) == pytest.approx((paired.low, paired.high), abs=1e-9)
+    welch = stats.ttest_ind(a.mean(axis=1), b[:3].mean(axis=1), equal_var=False).confidence_interval()
+    found = seed_difference(a, b[:3])
+    assert (found.low, found.high) == pytest.approx((welch.low, welch.high), abs=1e-9)
 
 
 def test_training_noise_widens_what_one_run_calls_clear() -> None:
@@ -223,13 +244,17 @@ def test_by_key_gives_each_models_difference_between_recipes(study: Study, tmp_p
     study.experiment("s1", scores(rng, 0.71), scores(rng, 0.70), seed=1, lr=0.003)
     study.experiment("low-0", scores(rng, 0.85), scores(rng, 0.60), seed=0, lr=0.001)
     study.experiment("low-1", scores(rng, 0.86), scores(rng, 0.61), seed=1, lr=0.001)
+    study.experiment("s2", scores(rng, 0.70), scores(rng, 0.71), seed=2, lr=0.003)
+    study.experiment("low-2", scores(rng, 0.85), scores(rng, 0.60), seed=2, lr=0.001)
     done = study.compare("--experiments", "--by", "train.lr", "--json", str(tmp_path / "by.json"))
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "by.json").read_text())
     between = {(d["model"], d["metric"]): d for d in report["differences"] if d["model"] is not None}
     unet = between[("unet", "dice_mean")]
     assert (unet["a"], unet["b"]) == ("train.lr=0.001", "train.lr=0.003")
-    assert unet["n_seeds_a"] == unet["n_seeds_b"] == 2 and unet["ci95_low"] > 0.05 and unet["detectable"]
+    assert unet["n_seeds_a"] == unet["n_seeds_b"] == 3 and unet["ci95_low"] > 0.05 and unet["detectable"]
+    assert 0 < unet["mde"] < unet["diff"] and unet["ci_adjusted_low"] is None and unet["correction"] is None
+    assert 0.5 < unet["p_improvement_low"] <= unet["p_improvement"] <= unet["p_improvement_high"] <= 1
     resnet = between[("resnet34_unet", "dice_mean")]
     assert resnet["ci95_high"] < -0.03 and resnet["detectable"]
     assert "UNet, dice_mean: train.lr=0.001 minus train.lr=0.003: +0.1" in done.stdout

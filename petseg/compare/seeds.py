@@ -31,36 +31,87 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 
 def verdict(difference: SeedDifference) -> str:
-    """What the interval says, and which noise it covers."""
+    """What the interval says, which noise it covers, and the smallest difference the study could detect."""
     if not difference.includes_training_noise:
         return "one seed a side: the interval covers test images only, not training noise"
+    interval = "the corrected interval" if difference.family > 1 else "the interval"
     if difference.excludes_zero:
-        return "over seeds and images, the interval excludes 0: a detectable difference"
-    return "over seeds and images, the interval contains 0: no detectable difference"
+        said = f"over seeds and images, {interval} excludes 0: a detectable difference"
+    else:
+        said = f"over seeds and images, {interval} contains 0: no detectable difference"
+    return f"{said}; this study detects differences of {difference.mde:.3f} or more"
 
 
-def difference_line(what: str, difference: SeedDifference) -> str:
+def _correction(difference: SeedDifference, what: str) -> str | None:
+    if difference.family < 2:
+        return None
     return (
-        f"{what} {difference.diff:+.4f}, 95% CI [{difference.low:+.4f}, {difference.high:+.4f}] "
-        f"({difference.n_seeds_a} vs {difference.n_seeds_b} seeds, {difference.n_images} images): {verdict(difference)}"
+        f"Bonferroni over the {difference.family} comparisons of {what} (each at level "
+        f"{difference.alpha:.3g}: simultaneous 95% intervals)"
     )
 
 
-def difference_record(metric: str, a: str, b: str, model: str | None, d: SeedDifference) -> dict[str, Any]:
-    """One entry of ``differences`` in ``--json``: what minus what, the difference and its interval."""
+def difference_line(what: str, difference: SeedDifference) -> str:
+    """The difference, its 95% interval (and the corrected one in a family), the verdict, P(a > b) over seeds."""
+    adjusted = ""
+    if difference.family > 1:
+        low, high = difference.interval()
+        adjusted = f", {difference.family}-way corrected [{low:+.4f}, {high:+.4f}]"
+    line = (
+        f"{what} {difference.diff:+.4f}, 95% CI [{difference.low:+.4f}, {difference.high:+.4f}]{adjusted} "
+        f"({difference.n_seeds_a} vs {difference.n_seeds_b} seeds, {difference.n_images} images): {verdict(difference)}"
+    )
+    if difference.p_improvement is not None:
+        point, low, high = difference.p_improvement
+        line += f"; P(a run of the first beats one of the second) {point:.2f} [{low:.2f}, {high:.2f}]"
+    return line
+
+
+def smallest_effect_line(what: str, difference: SeedDifference, delta: float) -> str:
+    """``--smallest-effect``: how many seeds per side a true difference of ``delta`` needs, from these spreads."""
+    if not difference.includes_training_noise:
+        return f"{what} a difference of {delta:g}: needs at least 2 seeds a side to measure the training noise first"
+    seeds = difference.seeds_needed(delta)
+    if seeds is not None:
+        return (
+            f"{what} a difference of {delta:g} needs {seeds} seeds per side (80% power at level "
+            f"{difference.alpha:.3g}, from this study's spreads; it has {difference.n_seeds_a} and "
+            f"{difference.n_seeds_b})"
+        )
+    return (
+        f"{what} a difference of {delta:g} is out of reach of more seeds: these {difference.n_images} test images "
+        f"alone allow {difference.images_limit():.3f} at best; it needs more test images"
+    )
+
+
+def difference_record(
+    metric: str, a: str, b: str, model: str | None, d: SeedDifference, group: str | None = None, family: str = ""
+) -> dict[str, Any]:
+    """One entry of ``differences`` in ``--json``: what minus what, the difference, its intervals and power."""
+    adjusted = d.interval() if d.family > 1 else (None, None)
+    improvement = d.p_improvement or (None, None, None)
     return {
         "metric": metric,
         "a": a,
         "b": b,
         "model": model,
+        "group": group,
         "diff": d.diff,
         "ci95_low": d.low,
         "ci95_high": d.high,
+        "ci_adjusted_low": adjusted[0],
+        "ci_adjusted_high": adjusted[1],
+        "correction": _correction(d, family),
+        "mde": d.mde,
         "n_seeds_a": d.n_seeds_a,
         "n_seeds_b": d.n_seeds_b,
         "n_images": d.n_images,
         "includes_training_noise": d.includes_training_noise,
         "detectable": d.detectable,
+        "p_improvement": improvement[0],
+        "p_improvement_low": improvement[1],
+        "p_improvement_high": improvement[2],
+        "verdict": verdict(d),
     }
 
 
@@ -68,7 +119,9 @@ def _run_means(group: Group, model: str, score: str) -> list[float]:
     return [float(row.mean()) for row in group.scores(model, score)]
 
 
-def _group_section(group: Group, models: Sequence[str]) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
+def _group_section(
+    group: Group, models: Sequence[str], smallest_effect: float | None
+) -> tuple[list[str], dict[str, Any], list[dict[str, Any]]]:
     seeds = ", ".join(str(seed) for seed in group.seeds)
     lines = [f"{group.name}: {len(group.runs)} run(s), train.seed {seeds} ({', '.join(r.label for r in group.runs)})"]
     summary: dict[str, Any] = {"name": group.name, "seeds": group.seeds, "runs": [r.label for r in group.runs]}
@@ -90,12 +143,15 @@ def _group_section(group: Group, models: Sequence[str]) -> tuple[list[str], dict
             difference = seed_difference(a, b, same_runs=True)
             per_run = [float(x - y) for x, y in zip(a.mean(axis=1), b.mean(axis=1))]
             _, spread = mean_sd(per_run)
+            what = f"{label(first)} minus {label(other)}, {metric}:"
             lines.append(
                 "  "
-                + difference_line(f"{label(first)} minus {label(other)}, {metric}:", difference)
+                + difference_line(what, difference)
                 + (f"; single runs differ by {spread:.4f} (sd over seeds)" if len(per_run) > 1 else "")
             )
-            records.append({**difference_record(metric, first, other, None, difference), "group": group.name})
+            if smallest_effect is not None:
+                lines.append("    " + smallest_effect_line(what, difference, smallest_effect))
+            records.append(difference_record(metric, first, other, None, difference, group=group.name))
     return lines, summary, records
 
 
@@ -123,21 +179,32 @@ def seed_report(
     lines = [f"{len(runs)} run(s) in {len(groups)} group(s) of equal params but train.seed"]
     report: dict[str, Any] = {"groups": [], "differences": []}
     for group in groups:
-        section, summary, records = _group_section(group, shared)
+        section, summary, records = _group_section(group, shared, smallest_effect)
         lines += section
         report["groups"].append(summary)
         report["differences"] += records
     if by is not None and len(groups) > 1:
-        base = groups[0]
+        base, others = groups[0], groups[1:]
         lines.append(f"between groups, by {by} (each group minus {base.name}):")
-        for group in groups[1:]:
+        if len(others) > 1:
+            lines.append(
+                f"  {len(others)} comparisons per model and metric: each family (one model, one metric) is corrected "
+                f"by Bonferroni, level 0.05 / {len(others)}; 'detectable' follows the corrected interval"
+            )
+        for group in others:
             for model in shared:
                 _same_images(group, base, model)
                 for score, metric in COMPARED:
                     difference = seed_difference(group.scores(model, score), base.scores(model, score))
+                    difference = difference.adjusted(len(others)) if len(others) > 1 else difference
                     what = f"  {label(model)}, {metric}: {group.name} minus {base.name}:"
                     lines.append(difference_line(what, difference))
-                    report["differences"].append(difference_record(metric, group.name, base.name, model, difference))
+                    if smallest_effect is not None:
+                        lines.append("  " + smallest_effect_line(what, difference, smallest_effect))
+                    family = f"{label(model)}, {metric} (each group minus {base.name})"
+                    report["differences"].append(
+                        difference_record(metric, group.name, base.name, model, difference, family=family)
+                    )
     elif len(groups) > 1:
         lines.append("the groups differ in more than the seed: compare them with --by KEY")
     if any(len(group.runs) < 2 for group in groups):
@@ -149,7 +216,7 @@ def metrics_summary(report: dict[str, Any]) -> dict[str, Any]:
     """``--metrics FILE``: the study as flat numbers for ``dvc metrics show`` (no lists; DVC skips them).
 
     Per group: ``n_seeds``, ``<model>_<metric>_mean`` and ``_sd`` over seeds, and for each difference within
-    the group ``<a>_minus_<b>_<metric>_diff``, ``_ci95_low``, ``_ci95_high`` and ``_detectable``. One group
+    the group ``<a>_minus_<b>_<metric>_diff``, ``_ci95_low``, ``_ci95_high``, ``_mde`` and ``_detectable``. One group
     is written flat; several are nested under their names.
     """
     summary: dict[str, dict[str, Any]] = {}
@@ -162,7 +229,7 @@ def metrics_summary(report: dict[str, Any]) -> dict[str, Any]:
         for record in report["differences"]:
             if record["group"] == group["name"] and record["model"] is None:
                 name = f"{record['a']}_minus_{record['b']}_{record['metric']}"
-                for key in ("diff", "ci95_low", "ci95_high", "detectable"):
+                for key in ("diff", "ci95_low", "ci95_high", "mde", "detectable"):
                     entry[f"{name}_{key}"] = record[key]
         summary[group["name"]] = entry
     return next(iter(summary.values())) if len(summary) == 1 else summary

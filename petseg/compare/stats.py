@@ -1,19 +1,29 @@
-"""A paired difference with its uncertainty: bootstrap interval and Wilcoxon signed-rank test (scipy.stats).
+"""Differences with their uncertainty: one run a side over test images, and several runs (seeds) a side.
 
-Two sets of per-image scores on the same images are compared through their
-per-image differences: the mean difference, a 95% percentile interval from a
-seeded paired bootstrap over images (``scipy.stats.bootstrap`` with
-``paired=True``), and the two-sided Wilcoxon signed-rank p-value of the
-differences (``scipy.stats.wilcoxon``; 1.0 when every difference is zero).
+One run a side (:func:`paired_difference`): two sets of per-image scores on the
+same images are compared through their per-image differences: the mean
+difference, a 95% percentile interval from a seeded paired bootstrap over images
+(``scipy.stats.bootstrap`` with ``paired=True``), and the two-sided Wilcoxon
+signed-rank p-value of the differences (``scipy.stats.wilcoxon``; 1.0 when every
+difference is zero).
+
+Several runs a side (:func:`seed_difference`): a Student-t interval over seeds
+and test images from a variance-components model of runs x images, calibrated
+at 2 to 8 seeds (tests/test_calibration.py runs the A/A check), with the
+smallest detectable difference (``mde``), the seeds a given difference needs,
+and the probability of improvement over seeds.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, special, stats
 
 RESAMPLES = 10_000
 CONFIDENCE = 0.95
@@ -72,15 +82,129 @@ def paired_difference(
     return PairedDifference(diff, low, high, p_value, len(a))
 
 
-SEED_RESAMPLES = 4_000  # two-level resamples (seeds, then images): the interval's ends move by < 0.001 beyond this
+# --- Seed-level differences: training runs x test images -------------------------------------------------------
+#
+# Each run's per-image score is modelled as a crossed two-way layout, y[r, i] = mu + run[r] + image[i] + e[r, i]
+# (runs and test images both random). The difference of two means has the variance
+#     s_a / R_a + s_b / R_b + img / N + e_a / (R_a N) + e_b / (R_b N)
+# (s: run-to-run variance, e: the run x image residual, img: the variance over images of the per-image
+# difference of the two sides, N test images). Each component is estimated from the ANOVA mean squares, with
+# the residual counted once (the per-run image noise sits in both the run means and the image means; a naive
+# sum counts it twice). The variance falls in two parts: the runs' (mean squares with
+# R - 1 degrees of freedom, combined Welch-Satterthwaite: a paired t-test on run means within a recipe, Welch's
+# between recipes) and the images' (N - 1 and more). The critical value is the Cochran-Cox mix of the two
+# parts' t quantiles, weighted by their variances: at 2-3 seeds the runs' part has 1-2 degrees of freedom and
+# must keep its own wide quantile (one Satterthwaite df over both parts is liberal there: it grows exactly when
+# the runs' spread happens to come out small); with many test images and little run noise the interval
+# approaches a paired t-interval over images.
+
+POWER = 0.8  # the power at which the smallest detectable difference (mde) is stated
+MAX_SEEDS = 1_000  # seeds_needed searches up to this many seeds per side
+NONCENTRALITY_LIMIT = 200.0  # P(a > b) = Phi(nc / scale ...) is 0 or 1 to double precision well before this
+
+
+def _satterthwaite(terms: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """A sum of mean-square terms (value, df): its value and Welch-Satterthwaite degrees of freedom."""
+    total = sum(value for value, _ in terms)
+    spread = sum(value**2 / df for value, df in terms if df > 0)
+    return max(total, 0.0), (total**2 / spread if spread > 0 and total > 0 else math.inf)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The variance of a seed-level difference in two parts: the runs' and the images', each with its df."""
+
+    runs: float
+    runs_df: float
+    images: float
+    images_df: float
+
+    @property
+    def variance(self) -> float:
+        return self.runs + self.images
+
+    def quantile(self, q: float) -> float:
+        """The Cochran-Cox mix of the two parts' Student-t quantiles at ``q``, weighted by their variances."""
+        if self.variance == 0:
+            return float(special.ndtri(q))
+        parts = [(v, df) for v, df in ((self.runs, self.runs_df), (self.images, self.images_df)) if v > 0]
+        return sum(v * float(special.stdtrit(df, q)) for v, df in parts) / sum(v for v, _ in parts)
+
+
+@dataclass(frozen=True)
+class _Components:
+    """Variance components of a seed-level difference (see above); ``None`` where a side has one run."""
+
+    run_a: float | None
+    run_b: float | None
+    residual_a: float | None
+    residual_b: float | None
+    images: float
+    paired: bool  # one set of runs (within a recipe): the b-side terms are folded into a's
+
+    def spread(self, seeds_a: int, seeds_b: int, n_images: int) -> Spread:
+        """The two parts of the variance of the difference of means at these seed counts (expected mean squares).
+
+        Runs' part: MS_run / (R N) per side, which covers s / R and e / (R N), as a t-test on run means does.
+        It stays as it is even below the residual: clamping it up makes the interval conservative, and swapping
+        in the residual's many degrees of freedom just when the runs' spread comes out small makes it liberal.
+        Images' part: img / N = (MS_image - sum e / R) / N where img is above 0.
+        """
+        runs, images = [], []
+        image_ms = self.images  # the expected mean square over images of the per-image differences of run means
+        sides = [(self.run_a, self.residual_a, seeds_a)]
+        if not self.paired:
+            sides.append((self.run_b, self.residual_b, seeds_b))
+        for run, residual, seeds in sides:
+            if residual is None:  # one run: its noise cannot be told from the images'
+                continue
+            image_ms += residual / seeds
+            runs.append(((n_images * run + residual) / (seeds * n_images), seeds - 1))
+            if self.images > 0:
+                images.append((-residual / (seeds * n_images), (seeds - 1) * (n_images - 1)))
+        if self.images > 0 or all(residual is None for _, residual, _ in sides):
+            images.append((image_ms / n_images, n_images - 1))
+        return Spread(*_satterthwaite(runs), *_satterthwaite(images))
+
+
+def _mean_squares(table: np.ndarray) -> tuple[float, float]:
+    """Runs x images: the run-to-run variance component (unclamped: MS_run is what enters) and the residual MS."""
+    runs, images = table.shape
+    run_means = table.mean(axis=1)
+    residual = table - run_means[:, None] - table.mean(axis=0)[None, :] + table.mean()
+    residual_ms = float((residual**2).sum() / ((runs - 1) * (images - 1)))
+    run_ms = images * float(run_means.var(ddof=1))
+    return (run_ms - residual_ms) / images, residual_ms  # below 0 where the runs agree better than chance has it
+
+
+def _components(a: np.ndarray, b: np.ndarray, same_runs: bool) -> _Components:
+    """Estimate the variance components from the runs x images tables of the two sides."""
+    tables = [a - b] if same_runs else [a, b]
+    per_image = np.mean(a - b, axis=0) if same_runs else a.mean(axis=0) - b.mean(axis=0)
+    estimates = [_mean_squares(table) if table.shape[0] > 1 else (None, None) for table in tables]
+    if same_runs:
+        estimates.append((None, None))
+    (run_a, residual_a), (run_b, residual_b) = estimates
+    known = sum(r / t.shape[0] for r, t in zip((residual_a, residual_b), tables) if r is not None)
+    images = max(float(per_image.var(ddof=1)) - known, 0.0)
+    return _Components(run_a, run_b, residual_a, residual_b, images, same_runs)
+
+
+def _detectable(spread: Spread, alpha: float, power: float = POWER) -> float:
+    """The true difference a two-sided test at level ``alpha`` detects with probability ``power``: (t_(1 - alpha/2)
+    + t_power) x se, each quantile the Cochran-Cox mix of :class:`Spread`."""
+    return (spread.quantile(1 - alpha / 2) + spread.quantile(power)) * math.sqrt(spread.variance)
 
 
 @dataclass(frozen=True)
 class SeedDifference:
-    """mean(a) - mean(b) over training runs and test images, with a two-level (hierarchical) 95% bootstrap interval.
+    """mean(a) - mean(b) over training runs and test images, with a 95% interval over both.
 
-    ``includes_training_noise`` is True when both sides have at least 2 runs (seeds): only then do the resampled
-    seeds carry the run-to-run spread, and only then may the interval be called a detectable difference.
+    The interval is diff +- q x se, q the Cochran-Cox mix of the runs' and the images' Student-t quantiles (see
+    the notes above :class:`Spread`). ``includes_training_noise`` is True when both sides have at least 2 runs
+    (seeds): only then does the interval carry the run-to-run spread, and only then may it be called a
+    detectable difference. ``alpha`` is the level the verdict uses: 0.05, or 0.05 / m as one of a family of m
+    comparisons (:meth:`adjusted`, Bonferroni).
     """
 
     diff: float
@@ -89,61 +213,146 @@ class SeedDifference:
     n_seeds_a: int
     n_seeds_b: int
     n_images: int
+    spread: Spread
+    alpha: float = 1 - CONFIDENCE
+    family: int = 1  # the comparisons this one is corrected over (Bonferroni), 1 when none
+    runs_a: tuple[float, ...] = field(default=(), repr=False)  # each run's mean (of a - b when paired)
+    runs_b: tuple[float, ...] = field(default=(), repr=False)
+    components: _Components | None = field(default=None, repr=False, compare=False)
 
     @property
     def includes_training_noise(self) -> bool:
         return self.n_seeds_a >= 2 and self.n_seeds_b >= 2
 
     @property
+    def se(self) -> float:
+        return math.sqrt(self.spread.variance)
+
+    def interval(self, alpha: float | None = None) -> tuple[float, float]:
+        """The two-sided interval at level ``alpha`` (default: the verdict's, corrected where a family is)."""
+        half = self.spread.quantile(1 - (self.alpha if alpha is None else alpha) / 2) * self.se
+        return self.diff - half, self.diff + half
+
+    @property
     def excludes_zero(self) -> bool:
-        return not (self.low <= 0.0 <= self.high)
+        low, high = self.interval()
+        return not (low <= 0.0 <= high)
 
     @property
     def detectable(self) -> bool:
+        """Training noise included, and the interval at the verdict's level excludes 0."""
         return self.includes_training_noise and self.excludes_zero
 
+    @property
+    def mde(self) -> float | None:
+        """The smallest true difference detected with 80% power at the verdict's level; None with one seed a side."""
+        if not self.includes_training_noise:
+            return None
+        return _detectable(self.spread, self.alpha)
 
-def _image_weights(rng: np.random.Generator, resamples: int, n_images: int) -> np.ndarray:
-    """How often each test image is drawn in each resample (resamples x images), divided by the draw count."""
-    picks = rng.integers(0, n_images, size=(resamples, n_images))
-    offsets = np.arange(resamples)[:, None] * n_images
-    counts = np.bincount((picks + offsets).ravel(), minlength=resamples * n_images)
-    return counts.reshape(resamples, n_images) / n_images
+    def adjusted(self, family: int) -> SeedDifference:
+        """The same difference judged as one of ``family`` comparisons: Bonferroni, level 0.05 / family."""
+        return replace(self, alpha=(1 - CONFIDENCE) / family, family=family)
+
+    def seeds_needed(self, delta: float, max_seeds: int = MAX_SEEDS) -> int | None:
+        """Seeds per side at which a true difference ``delta`` is detected with 80% power, from these spreads.
+
+        None when no number of seeds up to ``max_seeds`` would do (see :meth:`images_limit`), or when a side has
+        one seed (no run-to-run spread to project from).
+        """
+        if self.components is None or not self.includes_training_noise:
+            return None
+        clamp = {k: max(getattr(self.components, k), 0.0) for k in ("run_a", "run_b") if getattr(self.components, k)}
+        expected = replace(self.components, **clamp)  # at other seed counts: the run variances, at least 0
+        for seeds in range(2, max_seeds + 1):
+            if _detectable(expected.spread(seeds, seeds, self.n_images), self.alpha) <= abs(delta):
+                return seeds
+        return None
+
+    def images_limit(self) -> float:
+        """What the test images allow: the smallest difference detectable at 80% power with unlimited seeds."""
+        images = self.components.images / self.n_images if self.components is not None else 0.0
+        return float((stats.norm.ppf(1 - self.alpha / 2) + stats.norm.ppf(POWER)) * math.sqrt(images))
+
+    @cached_property
+    def p_improvement(self) -> tuple[float, float, float] | None:
+        """P(a > b) over seeds and its 95% interval (:func:`probability_of_improvement`); None with one seed a side."""
+        if not self.includes_training_noise:
+            return None
+        return probability_of_improvement(self.runs_a, self.runs_b or None)
 
 
-def _seed_means(rng: np.random.Generator, run_means: np.ndarray) -> np.ndarray:
-    """Resample the runs (columns) with replacement in every row and average them: one value per resample."""
-    resamples, runs = run_means.shape
-    picks = rng.integers(0, runs, size=(resamples, runs))
-    return np.take_along_axis(run_means, picks, axis=1).mean(axis=1)
-
-
-def seed_difference(
-    a: np.ndarray,
-    b: np.ndarray,
-    *,
-    same_runs: bool = False,
-    resamples: int = SEED_RESAMPLES,
-    seed: int = SEED,
-) -> SeedDifference:
+def seed_difference(a: np.ndarray, b: np.ndarray, *, same_runs: bool = False) -> SeedDifference:
     """Compare per-image scores of several training runs: ``a`` (runs x images) minus ``b`` (runs x images).
 
-    Each resample draws the runs of each side with replacement (seeds), then the test images with replacement,
-    the same images for every run (they are paired across all runs), and takes the difference of the two means.
-    ``same_runs``: a and b come from the same runs (two models of one recipe), so one draw of runs serves both.
-    The interval is the 2.5th and 97.5th percentile of the resampled differences.
+    The same test images, in one order, in every run. ``same_runs``: a and b come from the same runs (two
+    models of one recipe, paired by run: row r of a and of b is one run); otherwise the runs are independent
+    (two recipes). The interval covers the seeds and the test images (a population of images, not these).
     """
     a, b = np.atleast_2d(np.asarray(a, dtype=np.float64)), np.atleast_2d(np.asarray(b, dtype=np.float64))
     if a.shape[1] != b.shape[1] or a.shape[1] < 2:
         raise ValueError(f"runs x images tables need the same images (at least 2), got {a.shape} and {b.shape}")
     if same_runs and a.shape != b.shape:
         raise ValueError(f"same_runs needs tables of one shape, got {a.shape} and {b.shape}")
-    rng = np.random.default_rng(seed)
-    weights = _image_weights(rng, resamples, a.shape[1])
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("runs x images tables hold a NaN or infinite score")
+    components = _components(a, b, same_runs)
+    spread = components.spread(a.shape[0], b.shape[0], a.shape[1])
+    diff = float(a.mean() - b.mean())
+    half = spread.quantile((1 + CONFIDENCE) / 2) * math.sqrt(spread.variance)
     if same_runs:
-        resampled = _seed_means(rng, weights @ (a - b).T)
+        runs_a, runs_b = tuple((a - b).mean(axis=1).tolist()), ()
     else:
-        resampled = _seed_means(rng, weights @ a.T) - _seed_means(rng, weights @ b.T)
-    low, high = np.quantile(resampled, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2])
-    diff = float(a.mean(axis=1).mean() - b.mean(axis=1).mean())
-    return SeedDifference(diff, float(low), float(high), a.shape[0], b.shape[0], a.shape[1])
+        runs_a, runs_b = tuple(a.mean(axis=1).tolist()), tuple(b.mean(axis=1).tolist())
+    shape = (a.shape[0], b.shape[0], a.shape[1])
+    return SeedDifference(
+        diff, diff - half, diff + half, *shape, spread, runs_a=runs_a, runs_b=runs_b, components=components
+    )
+
+
+def probability_of_improvement(
+    a: Sequence[float], b: Sequence[float] | None = None, confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """P(a > b) over seeds: that a run of a scores above a run of b; its median-unbiased estimate and interval.
+
+    ``a`` and ``b``: each run's mean score (independent runs, two recipes): P(X > Y) for one run of each.
+    ``b`` None: ``a`` holds each run's a - b (two models in the same runs): P(a run's a beats its b).
+    Run means are taken as normal with one spread per comparison (pooled between recipes), so that
+    P = Phi(delta / sqrt 2) (independent) or Phi(delta) (paired), delta the standardized difference. The interval
+    inverts the noncentral t distribution of the t statistic (exact under that model at any number of seeds,
+    where a bootstrap over 2-5 runs is not); the estimate is where that distribution puts the statistic at its
+    median, so it always lies inside the interval.
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = None if b is None else np.asarray(b, dtype=np.float64)
+    if len(x) < 2 or (y is not None and len(y) < 2):
+        raise ValueError("the probability of improvement needs at least 2 runs a side")
+    if y is None:
+        df, scale, mean, spread = len(x) - 1, math.sqrt(len(x)), float(x.mean()), float(x.std(ddof=1))
+        to_p = 1.0
+    else:
+        df = len(x) + len(y) - 2
+        scale = 1 / math.sqrt(1 / len(x) + 1 / len(y))
+        mean = float(x.mean() - y.mean())
+        spread = math.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / df)
+        to_p = 1 / math.sqrt(2)
+    if spread == 0:  # every run alike: a certainty either way, or a tie
+        point = 0.5 if mean == 0 else float(mean > 0)
+        return point, point, point
+    t_value = mean / spread * scale
+
+    def below(nc: float) -> float:  # P(T <= t_value), T ~ noncentral t(df, nc): falls from 1 to 0 as nc grows
+        found = float(stats.nct.cdf(t_value, df, nc))
+        return found if math.isfinite(found) else float(nc < t_value)  # scipy's NaN far out in a tail
+
+    def noncentrality(tail: float) -> float:  # where below(nc) = tail, within +-LIMIT of t (beyond: P is 0 or 1)
+        low, high = t_value - NONCENTRALITY_LIMIT, t_value + NONCENTRALITY_LIMIT
+        if below(low) <= tail:
+            return low
+        if below(high) >= tail:
+            return high
+        return float(optimize.brentq(lambda nc: below(nc) - tail, low, high, xtol=1e-8))
+
+    tail = (1 - confidence) / 2
+    to_probability = [float(stats.norm.cdf(noncentrality(q) / scale * to_p)) for q in (0.5, 1 - tail, tail)]
+    return to_probability[0], to_probability[1], to_probability[2]
