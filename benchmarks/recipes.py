@@ -29,7 +29,7 @@ import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,11 +38,14 @@ import numpy as np
 import torch
 
 from petseg.checkpoint import load_checkpoint, save_checkpoint
-from petseg.compare.stats import SEED_RESAMPLES, seed_difference
-from petseg.data.cache import load_split
+from petseg.compare.stats import seed_difference
+from petseg.data.cache import Split, load_split
 from petseg.data.preprocess import preprocess
 from petseg.evaluation.scoring import evaluate_checkpoint
+from petseg.metrics import dice_from_counts, pixel_counts
 from petseg.params import AugmentParams, EvaluateParams, TrainParams, load_params
+from petseg.postprocess import postprocess_masks
+from petseg.predict import Predictor, model_input
 from petseg.training import fit
 
 BENCHMARKS = Path(__file__).resolve().parent
@@ -125,8 +128,8 @@ STUDY_PLANS: dict[str, dict[str, tuple[str, int, dict[str, Any]]]] = {
         "resnet34_unet lr 3e-3": ("resnet34_unet", 15, {"lr": 3e-3}),
     },
 }
-# prediction recipe -> (flip TTA, evaluate.postprocess, multi-scale factors); runs recorded before a
-# recipe existed lack its scores, and the tables leave them out
+# prediction recipe -> (flip TTA, evaluate.postprocess, multi-scale factors: multi_scale_probabilities); runs
+# recorded before a recipe existed lack its scores, and the tables leave them out
 MULTI_SCALE = (0.75, 1.0, 1.25)
 PREDICTION = {
     "plain": (False, "none", (1.0,)),
@@ -180,6 +183,56 @@ def machine() -> dict[str, Any]:
     }
 
 
+@torch.inference_mode()
+def multi_scale_probabilities(
+    model: torch.nn.Module, images: torch.Tensor, scales: Sequence[float], tta: bool
+) -> torch.Tensor:
+    """Multi-scale test-time augmentation: pet probabilities (N x 1 x H x W) averaged over resized images.
+
+    The images (float, in [0, 1]) are resized by each factor (bilinear, antialiased when shrinking; a side is
+    rounded to a multiple of 32, which every registered network accepts), with their horizontal flip too when
+    ``tta``; each map is flipped and resized back, and the maps are averaged. A study's recipe, not petseg's:
+    petseg.predict has flip TTA only.
+    """
+    height, width = images.shape[-2:]
+    maps = []
+    for scale in scales:
+        size = (max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32))
+        scaled = images
+        if size != (height, width):
+            scaled = torch.nn.functional.interpolate(images, size=size, mode="bilinear", antialias=size[0] < height)
+        views = [scaled, scaled.flip(-1)] if tta else [scaled]
+        for index, view in enumerate(views):
+            prob = torch.sigmoid(model(view).float())
+            if index == 1:
+                prob = prob.flip(-1)
+            if size != (height, width):
+                prob = torch.nn.functional.interpolate(prob, size=(height, width), mode="bilinear")
+            maps.append(prob)
+    result = maps[0]
+    for prob in maps[1:]:
+        result = result + prob
+    return result / len(maps) if len(maps) > 1 else result
+
+
+def multi_scale_dice(checkpoint: Path, split: Split, config: EvaluateParams, scales: Sequence[float]) -> np.ndarray:
+    """Per-image Dice of a checkpoint on a cache split, predicted with multi-scale TTA, on the CPU in float32.
+
+    Thresholded and post-processed as evaluate_checkpoint does (petseg.evaluation.scoring).
+    """
+    predictor = Predictor(checkpoint, "cpu")
+    counts = []
+    for start in range(0, len(split), config.batch_size):
+        rows = slice(start, start + config.batch_size)
+        probabilities = multi_scale_probabilities(
+            predictor.model, model_input(split.images[rows], predictor.device), scales, config.tta
+        )
+        predicted = postprocess_masks((probabilities > config.threshold)[:, 0], config.postprocess)
+        truth = torch.from_numpy(np.array(split.masks[rows], dtype=np.uint8)).bool()
+        counts.append(pixel_counts(predicted, truth).numpy())
+    return dice_from_counts(np.concatenate(counts))
+
+
 def score(checkpoint: Path, cache: Path, recipes: Iterable[str]) -> dict[str, dict[str, list[float]]]:
     """Per-image Dice of a checkpoint on the validation and held-out images (split -> recipe -> list)."""
     per_image = {}
@@ -189,8 +242,11 @@ def score(checkpoint: Path, cache: Path, recipes: Iterable[str]) -> dict[str, di
         for recipe in recipes:
             tta, post, scales = PREDICTION[recipe]
             config = EvaluateParams(0.5, tta, 0, 32, post)
-            evaluation = evaluate_checkpoint(checkpoint, images, config, "cpu", scales=scales)
-            per_image[split][recipe] = evaluation.table.scores["dice"].tolist()
+            if tuple(scales) == (1.0,):
+                dice = evaluate_checkpoint(checkpoint, images, config, "cpu").table.scores["dice"]
+            else:
+                dice = multi_scale_dice(checkpoint, images, config, scales)
+            per_image[split][recipe] = dice.tolist()
     return per_image
 
 
@@ -304,11 +360,12 @@ def final_report(records: list[dict[str, Any]]) -> list[str]:
             lines.append(row)
     lines += [
         "",
-        "Held-out Dice minus the report's recipe (plain prediction), two-level bootstrap 95% interval "
-        f"({SEED_RESAMPLES} resamples: the seeds of each side, then the held-out images, paired across runs):",
+        "Held-out Dice minus the report's recipe (plain prediction), 95% interval over seeds and held-out images "
+        "(petseg.compare.stats.seed_difference: paired by run for a prediction change, independent runs for a "
+        "training change); mde: the smallest difference this comparison detects with 80% power:",
         "",
-        "| model | recipe | difference | 95% interval | seeds | images | excludes 0 |",
-        "|---|---|---|---|---|---|---|",
+        "| model | recipe | difference | 95% interval | mde | seeds | images | detectable |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model in dict.fromkeys(r["model"] for r in records):
         reference = f"{model} report 2"
@@ -322,11 +379,11 @@ def final_report(records: list[dict[str, Any]]) -> list[str]:
                 table = _table(records, variant, "test", recipe)
                 same = variant == reference and table.shape == base.shape
                 d = seed_difference(table, base, same_runs=same)
-                verdict = "yes" if d.excludes_zero and d.includes_training_noise else "no"
+                verdict = "yes" if d.detectable else "no"
                 training = variant.split(" ", 1)[1]
                 lines.append(
                     f"| {model} | {training}, {recipe} | {d.diff:+.4f} | [{d.low:+.4f}, {d.high:+.4f}] | "
-                    f"{d.n_seeds_a} vs {d.n_seeds_b} | {d.n_images} | {verdict} |"
+                    f"{d.mde:.4f} | {d.n_seeds_a} vs {d.n_seeds_b} | {d.n_images} | {verdict} |"
                 )
     return lines
 

@@ -164,7 +164,9 @@ class _Components:
                 images.append((-residual / (seeds * n_images), (seeds - 1) * (n_images - 1)))
         if self.images > 0 or all(residual is None for _, residual, _ in sides):
             images.append((image_ms / n_images, n_images - 1))
-        return Spread(*_satterthwaite(runs), *_satterthwaite(images))
+        # the images' part keeps the N - 1 degrees of freedom of its one noisy input, MS_image: Satterthwaite's
+        # formula would collapse them towards 0 where the residual it subtracts (near-exact, many df) is close to it
+        return Spread(*_satterthwaite(runs), max(sum(value for value, _ in images), 0.0), n_images - 1)
 
 
 def _mean_squares(table: np.ndarray) -> tuple[float, float]:
