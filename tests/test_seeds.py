@@ -261,6 +261,47 @@ def test_by_key_gives_each_models_difference_between_recipes(study: Study, tmp_p
     assert "a detectable difference" in done.stdout
 
 
+def test_by_key_with_three_recipes_corrects_each_family_and_says_so(study: Study, tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    levels = {0.003: (0.70, 0.70), 0.001: (0.80, 0.62), 0.0003: (0.71, 0.69)}
+    for seed in range(3):
+        for lr, (unet, resnet) in levels.items():
+            if seed == 0 and lr == 0.003:
+                study.commit(scores(rng, unet), scores(rng, resnet), seed=seed, lr=lr)
+            else:
+                study.experiment(
+                    f"lr{lr}-{seed}", scores(rng, unet + 0.005 * seed), scores(rng, resnet), seed=seed, lr=lr
+                )
+    out = tmp_path / "three.json"
+    done = study.compare("--experiments", "--by", "train.lr", "--json", str(out), "--smallest-effect", "0.05")
+    assert done.returncode == 0, done.stderr
+    between = [d for d in json.loads(out.read_text())["differences"] if d["model"] is not None]
+    assert len(between) == 2 * 2 * 2  # two other groups x two models x two metrics
+    for d in between:
+        assert d["correction"].startswith("Bonferroni over the 2 comparisons of") and d["metric"] in d["correction"]
+        assert d["ci_adjusted_low"] < d["ci95_low"] <= d["ci95_high"] < d["ci_adjusted_high"]
+        assert d["detectable"] == (not d["ci_adjusted_low"] <= 0 <= d["ci_adjusted_high"])
+        assert d["mde"] > 0
+    unet = next(d for d in between if d["model"] == "unet" and d["metric"] == "dice_mean" and d["a"].endswith("0.001"))
+    assert unet["detectable"] and unet["diff"] > 0.05
+    assert "each family (one model, one metric) is corrected by Bonferroni, level 0.05 / 2" in done.stdout
+    assert "2-way corrected [" in done.stdout and "a difference of 0.05 needs" in done.stdout
+
+
+def test_the_seeds_a_difference_needs_and_what_the_images_allow() -> None:
+    rng = np.random.default_rng(6)
+    base = rng.uniform(0.5, 0.9, N_IMAGES)
+    a = runs_of(rng, base + rng.normal(0, 0.02, N_IMAGES), 0.01, 0.02, 4)
+    b = runs_of(rng, base, 0.0, 0.02, 4)
+    found = seed_difference(a, b)
+    assert found.components.run_a > 0 and found.components.run_b > 0  # the projection starts from these spreads
+    assert found.seeds_needed(found.mde + 1e-9) == 4  # at the study's own seed count: its own mde
+    assert found.seeds_needed(found.mde / 2) > 4 and found.seeds_needed(found.mde * 3) == 2
+    assert found.seeds_needed(found.images_limit() / 2) is None  # below what the test images allow: no seed count
+    one = seed_difference(a[:1], b)
+    assert one.mde is None and one.seeds_needed(0.01) is None and one.p_improvement is None
+
+
 def test_by_key_refuses_runs_that_differ_in_other_params(study: Study) -> None:
     rng = np.random.default_rng(2)
     study.commit(scores(rng, 0.7), scores(rng, 0.7), seed=0, lr=0.003)
