@@ -22,7 +22,7 @@ from petseg import paths
 from petseg.cli import run_stage, stage_params, stage_parser
 from petseg.models import MODEL_NAMES
 
-STUDY_OPTIONS = ("by", "json", "metrics", "smallest_effect")  # they go with --experiments (and --rev)
+STUDY_OPTIONS = ("by", "json", "metrics", "smallest_effect", "plots")  # they go with --experiments (and --rev)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --experiments: how many seeds per side a difference of DELTA needs, from this study's spreads",
     )
     parser.add_argument(
+        "--plots",
+        metavar="DIR",
+        help="with --experiments: the study's pictures (PNG) and their data for dvc plots show, in DIR",
+    )
+    parser.add_argument(
         "--rev", default="HEAD", help="with --experiments: the commit whose experiments (default: HEAD)"
     )
     parser.add_argument("--table", action="store_true", help="the metrics of the models side by side")
@@ -58,11 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def write_plots(out_dir: str, groups: list, report: dict, models: list[str]) -> list[str]:
+    """``--plots DIR``: the study's numbers (petseg.compare) drawn (petseg.plotting); lines saying what was written."""
+    from petseg.compare.curves import BAND, band_rows, image_rows
+    from petseg.plotting.study import plot_ids, write_study
+
+    shared = [m for m in models if all(m in group.models() for group in groups)]
+    bands, notes = band_rows(groups, shared)
+    written = write_study(
+        out_dir, models=shared, differences=report["differences"], bands=bands, images=image_rows(groups, shared),
+        band=BAND,
+    )  # fmt: skip
+    return [
+        *(f"note: {note}" for note in notes),
+        f"plots: wrote {len(written)} files to {out_dir} (curves.png, forest.png, images.png and their data)",
+        f"dvc plots show {' '.join(plot_ids(out_dir))} -o {out_dir}/page   # the charts in a browser",
+    ]
+
+
 def main() -> int:
     parser = build_parser()
     args = parser.parse_args()
     if args.experiments is None and (args.rev != "HEAD" or any(getattr(args, o) is not None for o in STUDY_OPTIONS)):
-        parser.error("--by, --json, --metrics, --smallest-effect and --rev go with --experiments")
+        parser.error("--by, --json, --metrics, --smallest-effect, --plots and --rev go with --experiments")
     stage_params(args.params)  # reads no params, but a broken params file stops the pipeline
     from petseg.compare import compare_against, compare_models, compare_seeds, write_report
 
@@ -76,10 +99,13 @@ def main() -> int:
         print("\n".join(lines))
         return 0 if same_images else 1
     if args.experiments is not None:
-        lines, report = compare_seeds(
-            args.models, by=args.by, names=args.experiments, rev=args.rev, smallest_effect=args.smallest_effect
-        )
+        from petseg.compare.run import seed_study
+
+        study = seed_study(args.models, by=args.by, names=args.experiments, rev=args.rev)
+        lines, report = compare_seeds(args.models, by=args.by, smallest_effect=args.smallest_effect, study=study)
         print("\n".join(lines))
+        if args.plots:
+            print("\n".join(write_plots(args.plots, study[1], report, args.models)))
         if args.json:
             write_report(args.json, report)
         if args.metrics:

@@ -212,16 +212,16 @@ def compare_against(
     return lines, same_images
 
 
-def compare_seeds(
+def seed_study(
     models: Sequence[str],
     *,
     by: str | None = None,
     names: Sequence[str] | None = None,
     rev: str = "HEAD",
     repo: str | Path = ".",
-    smallest_effect: float | None = None,
-) -> tuple[list[str], dict[str, Any]]:
-    """The seed study of commit ``rev``'s run, its experiments and the workspace (or of the experiments ``names``).
+) -> tuple[list[Run], list[Group]]:
+    """The runs of commit ``rev``'s seed study (its run, its experiments and the workspace, or the experiments
+    ``names``) and their groups by recipe, read once: :func:`compare_seeds` reports them, ``--plots`` draws them.
 
     The workspace belongs to HEAD: it joins the study only when ``rev`` is the HEAD commit.
     """
@@ -234,7 +234,21 @@ def compare_seeds(
         runs = [run for run in runs if run.label in names]
     if not runs:
         raise DataError("no evaluated runs here: dvc repro, then dvc exp run --queue -S 'train.seed=0,1,2'")
-    groups = group_runs(runs, by)
+    return runs, group_runs(runs, by)
+
+
+def compare_seeds(
+    models: Sequence[str],
+    *,
+    by: str | None = None,
+    names: Sequence[str] | None = None,
+    rev: str = "HEAD",
+    repo: str | Path = ".",
+    smallest_effect: float | None = None,
+    study: tuple[list[Run], list[Group]] | None = None,
+) -> tuple[list[str], dict[str, Any]]:
+    """The seed study's report lines and numbers (``--json``), of ``study`` (:func:`seed_study`) or read here."""
+    runs, groups = study if study is not None else seed_study(models, by=by, names=names, rev=rev, repo=repo)
     lines, report = seed_report(runs, groups, models, by, smallest_effect=smallest_effect)
     report["by"] = by
     return lines, report

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,8 @@ class Run:
     tables: dict[str, PerImage]
     texts: tuple[str, ...] = field(repr=False, default=())  # what identifies it (params and tables as written)
     code: str = ""  # the code's hashes in its dvc.lock (code_hashes)
+    # reads another of its files (a path from the repository root) as the run left it: its DVCLive logs
+    read: Callable[[Path], str] | None = field(repr=False, compare=False, default=None)
 
     @property
     def seed(self) -> Any:
@@ -99,7 +101,7 @@ def _read_run(label: str, models: Sequence[str], read: Any) -> Run | None:
         code = code_hashes(read(LOCK_FILE))
     except DataError:
         code = ""
-    return Run(label, _parse_params(params_text, f"params.yaml at {label}"), tables, tuple(texts), code)
+    return Run(label, _parse_params(params_text, f"params.yaml at {label}"), tables, tuple(texts), code, read)
 
 
 def _workspace_reader(repo: Path) -> Any:

@@ -1,0 +1,439 @@
+"""A seed study's pictures and their data: learning curves with seed bands, a forest plot, a per-image scatter.
+
+``python -m stages.compare --experiments --plots DIR`` reads the study once (petseg.compare), computes
+its numbers there (the report's ``differences``; petseg.compare.curves' bands and per-image rows) and
+hands them to :func:`write_study`, which draws them as they are, never recomputing an interval:
+
+- ``curves.png``: per model (a column, in its registry colour), validation Dice and training loss per
+  epoch, one line per recipe at the mean over its seeds, a shaded band between the rows' ``low`` and
+  ``high`` (what they are is the ``band`` argument, in the legend), the seed count in the label;
+- ``forest.png``: one row per difference, per metric: the point, its 95% interval (thick), the interval
+  adjusted for several comparisons where the report has one (thin, capped), a zero line, the band of
+  +- the minimum detectable effect (grey), and beside it the numbers and the verdict's words;
+- ``images.png``: for the first recipe, each test image's Dice of the first model against each other
+  model's, averaged over seeds, the diagonal, the images where the two disagree most named.
+
+Beside them, the same numbers for ``dvc plots show``: ``curves_val_dice.csv``, ``curves_train_loss.csv``,
+``forest.json`` (the report's differences, each with its drawing fields), ``images.csv``; their Vega-Lite
+templates in ``templates/``; and ``dvc.yaml``, whose ``plots:`` section names them (plot ids
+``<DIR>/val_dice``, ``<DIR>/train_loss``, ``<DIR>/forest``, ``<DIR>/images``; DVC reads it when DIR is
+inside the project). Every model is drawn with its registry label and colour (petseg.plotting.figures).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from petseg.evaluation.tables import csv_text
+from petseg.io import write_json, write_text
+from petseg.plotting.figures import DPI, Style, model_styles, pyplot, save
+from petseg.plotting.study_vega import TEMPLATES
+
+CURVES = {"val_dice": "validation Dice (mean per image)", "train_loss": "training loss"}
+METRIC_NAMES = {"dice_mean": "Dice (mean per image)", "boundary_iou_mean": "Boundary IoU (mean per image)"}
+PNGS = ("curves.png", "forest.png", "images.png")
+NAMED = 5  # images named in the scatter: those where the two models disagree most
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+HATCHES = ("", "////", "\\\\\\\\", "xxxx")  # the first recipe's band filled, the others' hatched
+MINUS = "\u2212"
+
+
+# ------------------------------------------------ the rows each picture is drawn from
+
+
+def _number(value: Any) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _group_label(name: str, seeds: int) -> str:
+    return f"{name} ({seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def difference_label(record: dict[str, Any], styles: dict[str, Style], several_groups: bool) -> str:
+    """What a difference is, in words: "UNet − ResNet34-UNet", per group when there are several."""
+    name = {m: s.label for m, s in styles.items()}
+    if record.get("model") is None:
+        text = f"{name.get(record['a'], record['a'])} {MINUS} {name.get(record['b'], record['b'])}"
+        return f"{text} ({record['group']})" if several_groups and record.get("group") else text
+    return f"{name.get(record['model'], record['model'])}: {record['a']} {MINUS} {record['b']}"
+
+
+def verdict_words(record: dict[str, Any]) -> str:
+    """The report's verdict; where the report has none, its words from ``detectable`` and the noise covered."""
+    if record.get("verdict"):
+        words = str(record["verdict"])
+    elif not record.get("includes_training_noise"):
+        words = "one seed a side: test images only, not training noise"
+    else:
+        words = "detectable" if record.get("detectable") else "no detectable difference"
+    if record.get("includes_training_noise") is False and "seed" not in words:
+        words += " (one seed a side: training noise not included)"
+    return words
+
+
+def difference_numbers(record: dict[str, Any]) -> str:
+    """The row's numbers as the report has them: difference, interval, adjusted interval, MDE, P(improvement)."""
+    text = f"{record['diff']:+.4f} [{record['ci95_low']:+.4f}, {record['ci95_high']:+.4f}]"
+    if record.get("ci_adjusted_low") is not None and record.get("ci_adjusted_high") is not None:
+        text += f", adjusted [{record['ci_adjusted_low']:+.4f}, {record['ci_adjusted_high']:+.4f}]"
+    if record.get("mde") is not None:
+        text += f", MDE {record['mde']:.4f}"
+    if record.get("p_improvement") is not None:
+        text += f", P(improvement) {record['p_improvement']:.2f}"
+    if record.get("n_seeds_a") is not None:
+        text += f"; {record['n_seeds_a']} vs {record['n_seeds_b']} seeds"
+    return text
+
+
+def forest_rows(differences: Sequence[dict[str, Any]], styles: dict[str, Style]) -> list[dict[str, Any]]:
+    """The report's differences, each as it is, with what drawing it takes: ``row`` (its words), ``panel`` (the
+    metric's name), ``colour`` (the compared model's), ``numbers``, ``verdict_words`` and ``order`` (its position
+    on the chart: metric by metric, in the report's order within each)."""
+    several = len({r.get("group") for r in differences if r.get("model") is None}) > 1
+    metrics = list(dict.fromkeys(r["metric"] for r in differences))
+    order = sorted(range(len(differences)), key=lambda i: (metrics.index(differences[i]["metric"]), i))
+    keys = list(dict.fromkeys(key for record in differences for key in record))  # DVC takes rows of equal keys
+    rows = []
+    for i, record in enumerate(differences):
+        model = record["model"] if record.get("model") is not None else record["b"]
+        rows.append(
+            {
+                **{key: record.get(key) for key in keys},
+                "row": difference_label(record, styles, several),
+                "panel": METRIC_NAMES.get(record["metric"], record["metric"]),
+                "colour": styles[model].colour if model in styles else "#444444",
+                "numbers": difference_numbers(record),
+                "verdict_words": verdict_words(record),
+                "order": order.index(i),
+            }
+        )
+    return rows
+
+
+# ------------------------------------------------ curves
+
+
+def _curve_groups(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(row["group"] for row in rows))
+
+
+def plot_curves(
+    path: str | Path, bands: Sequence[dict[str, Any]], models: Sequence[str], styles: dict[str, Style], band: str
+) -> list[str]:
+    """Validation Dice (top) and training loss (bottom) per epoch, a column per model; returns the legend labels."""
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
+    groups = _curve_groups(bands)
+    fig, axes = plt.subplots(len(CURVES), len(models), figsize=(4.8 * len(models) + 0.4, 8.0), dpi=DPI, squeeze=False)
+    labels: list[str] = []
+    for column, model in enumerate(models):
+        style = styles[model]
+        for line, (metric, ylabel) in enumerate(CURVES.items()):
+            axis = axes[line][column]
+            handles, texts = [], []
+            for k, group in enumerate(groups):
+                rows = [r for r in bands if r["model"] == model and r["metric"] == metric and r["group"] == group]
+                if not rows:
+                    continue
+                epochs = np.array([r["epoch"] for r in rows])
+                mean = np.array([r["mean"] for r in rows])
+                low, high = np.array([r["low"] for r in rows]), np.array([r["high"] for r in rows])
+                dash, marker = LINESTYLES[k % len(LINESTYLES)], MARKERS[k % len(MARKERS)]
+                hatch = HATCHES[k % len(HATCHES)]
+                shade = axis.fill_between(
+                    epochs, low, high, facecolor=style.colour if not hatch else "none", alpha=0.2 if not hatch else 0.5,
+                    edgecolor=style.colour, hatch=hatch, linewidth=0,
+                )  # fmt: skip
+                if len(epochs) == 1:  # one epoch: the band as a bar
+                    axis.vlines(epochs, low, high, color=style.colour, alpha=0.4, linewidth=8)
+                (mean_line,) = axis.plot(
+                    epochs, mean, color=style.colour, linestyle=dash, marker=marker, markersize=4, linewidth=2
+                )
+                handles.append((shade, mean_line))
+                texts.append(f"{_group_label(group, rows[0]['seeds'])}")
+            labels += texts
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axis.set_xlabel("epoch")
+            axis.set_ylabel(ylabel)
+            axis.grid(True, alpha=0.3)
+            if line == 0:
+                axis.set_title(style.label, color=style.colour, fontweight="bold")
+            if handles:
+                axis.legend(
+                    handles, texts, handler_map={tuple: HandlerTuple(ndivide=None)}, fontsize=7.5,
+                    title=f"line: mean; shaded: {band}", title_fontsize=7.5,
+                    loc="lower right" if metric == "val_dice" else "upper right",
+                )  # fmt: skip
+            else:
+                axis.text(0.5, 0.5, "no DVCLive log in these runs", ha="center", transform=axis.transAxes)
+    fig.suptitle(f"Learning curves over seeds: per recipe, the mean (line) and the {band} (shaded)")
+    fig.tight_layout()
+    save(fig, path)
+    return labels
+
+
+# ------------------------------------------------ forest
+
+
+def plot_forest(path: str | Path, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One row per difference (``forest_rows``), a panel per metric; returns the rows' words in drawing order."""
+    plt = pyplot()
+    ordered = sorted(rows, key=lambda r: r["order"])
+    panels = list(dict.fromkeys(row["panel"] for row in ordered))
+    per_panel = {p: [r for r in ordered if r["panel"] == p] for p in panels}
+    # inches: the row labels, the axes, the numbers and words beside them
+    left = 0.3 + 0.072 * max((len(r["row"]) for r in rows), default=10)
+    text_width = 0.4 + 0.068 * max((max(len(r["numbers"]), len(r["verdict_words"])) for r in rows), default=40)
+    width, axes_width = left + 4.2 + text_width, 4.2
+    heights = [0.58 * len(items) + 0.9 for items in per_panel.values()]
+    top, bottom = 0.75, 0.25
+    height = top + sum(heights) + bottom
+    fig = plt.figure(figsize=(width, height), dpi=DPI)
+    drawn: list[str] = []
+    adjusted_any = any(r.get("ci_adjusted_low") is not None for r in rows)
+    mde_any = any(r.get("mde") is not None for r in rows)
+    y0 = height - top
+    for panel, panel_height in zip(panels, heights):
+        items = per_panel[panel]
+        box = (left / width, (y0 - panel_height + 0.55) / height, axes_width / width, (panel_height - 0.9) / height)
+        axis = fig.add_axes(box)
+        y0 -= panel_height
+        ends = [0.0]
+        for y, row in enumerate(items):
+            colour = row["colour"]
+            if row.get("mde") is not None:
+                mde = float(row["mde"])
+                axis.fill_betweenx([y - 0.3, y + 0.3], -mde, mde, color="0.86", linewidth=0, zorder=1)
+                ends += [-mde, mde]
+            if row.get("ci_adjusted_low") is not None and row.get("ci_adjusted_high") is not None:
+                low, high = float(row["ci_adjusted_low"]), float(row["ci_adjusted_high"])
+                axis.errorbar(
+                    [row["diff"]], [y], xerr=[[row["diff"] - low], [high - row["diff"]]], fmt="none",
+                    ecolor=colour, elinewidth=1.2, capsize=5, zorder=2,
+                )  # fmt: skip
+                ends += [low, high]
+            axis.plot([row["ci95_low"], row["ci95_high"]], [y, y], color=colour, linewidth=4, zorder=3,
+                      solid_capstyle="butt")  # fmt: skip
+            axis.plot([row["diff"]], [y], marker="o", markersize=9, color=colour, markeredgecolor="black", zorder=4)
+            ends += [row["ci95_low"], row["ci95_high"], row["diff"]]
+            detectable = bool(row.get("detectable"))
+            axis.annotate(row["numbers"], xy=(1.03, y - 0.12), xycoords=("axes fraction", "data"), va="center",
+                          fontsize=8.5, color="0.1")  # fmt: skip
+            axis.annotate(
+                row["verdict_words"], xy=(1.03, y + 0.2), xycoords=("axes fraction", "data"), va="center",
+                fontsize=8.5, style="italic", color="#1a7f37" if detectable else "0.35",
+                fontweight="bold" if detectable else "normal",
+            )  # fmt: skip
+            drawn.append(row["row"])
+        axis.axvline(0.0, color="black", linestyle="--", linewidth=1, zorder=0)
+        span = max(abs(v) for v in ends) or 0.01
+        axis.set_xlim(-1.12 * span, 1.12 * span)
+        axis.set_ylim(len(items) - 0.5, -0.5)
+        axis.set_yticks(range(len(items)), [r["row"] for r in items], fontsize=9)
+        axis.set_xlabel(f"difference in {panel}", fontsize=9)
+        axis.set_title(panel, loc="left", fontsize=10, fontweight="bold")
+        axis.grid(True, axis="x", alpha=0.3)
+    key = ["dot: difference", "thick: 95% interval"]
+    if adjusted_any:
+        key.append("thin, capped: interval adjusted for several comparisons")
+    if mde_any:
+        key.append("grey: \u00b1 the minimum detectable effect (MDE)")
+    key.append("dashed: 0")
+    fig.text(0.01, 1 - 0.22 / height, "Differences over seeds and test images", fontsize=11, fontweight="bold",
+             va="top")  # fmt: skip
+    fig.text(0.01, 1 - 0.48 / height, "; ".join(key), fontsize=8.5, va="top", color="0.25")
+    save(fig, path)
+    return drawn
+
+
+# ------------------------------------------------ per-image scatter
+
+
+def image_pairs(images: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    return list(dict.fromkeys((row["a"], row["b"]) for row in images))
+
+
+def plot_images(
+    path: str | Path,
+    images: Sequence[dict[str, Any]],
+    styles: dict[str, Style],
+    differences: Sequence[dict[str, Any]],
+    named: int = NAMED,
+) -> list[str]:
+    """Per test image, the first model's Dice (y) against another's (x), averaged over seeds, a panel per pair,
+    each point in the colour of the model that scores higher; the ``named`` largest disagreements numbered and
+    listed under the panel. Returns the names listed."""
+    plt = pyplot()
+    pairs = image_pairs(images)
+    n = max(1, len(pairs))
+    fig, axes = plt.subplots(1, n, figsize=(6.0 * n, 7.6), dpi=DPI, squeeze=False)
+    names: list[str] = []
+    for axis, (a, b) in zip(axes[0], pairs):
+        rows = [r for r in images if r["a"] == a and r["b"] == b]
+        x, y = np.array([r["b_dice"] for r in rows]), np.array([r["a_dice"] for r in rows])
+        low = max(0.0, math.floor(min(x.min(), y.min()) * 20) / 20)
+        axis.plot([low, 1.0], [low, 1.0], color="0.4", linestyle="--", linewidth=1, zorder=1)
+        for model, mask, where in ((a, y > x, (0.03, 0.97)), (b, y < x, (0.97, 0.03))):
+            style = styles[model]
+            axis.scatter(x[mask], y[mask], s=22, color=style.colour, zorder=2, edgecolors="none")
+            axis.annotate(
+                f"{style.label} higher: {int(mask.sum())} images", xy=where, xycoords="axes fraction",
+                ha="left" if where[0] < 0.5 else "right", va="top" if where[1] > 0.5 else "bottom",
+                color=style.colour, fontweight="bold", fontsize=9,
+            )  # fmt: skip
+        ties = x == y
+        if ties.any():
+            axis.scatter(x[ties], y[ties], s=22, color="0.5", zorder=2, edgecolors="none")
+        listed = []
+        for row in sorted(rows, key=lambda r: r["rank"])[:named]:
+            axis.scatter([row["b_dice"]], [row["a_dice"]], s=70, facecolors="none", edgecolors="black", zorder=3)
+            axis.annotate(str(row["rank"]), xy=(row["b_dice"], row["a_dice"]), xytext=(5, 4),
+                          textcoords="offset points", fontsize=8, fontweight="bold", zorder=3)  # fmt: skip
+            listed.append(
+                f"{row['rank']}. {row['image']}: {styles[a].label} {row['a_dice']:.3f}, "
+                f"{styles[b].label} {row['b_dice']:.3f} ({row['diff']:+.3f})"
+            )
+            names.append(row["image"])
+        seeds = rows[0]["n_seeds"]
+        axis.set_xlim(low, 1.0)
+        axis.set_ylim(low, 1.0)
+        axis.set_aspect("equal")
+        axis.set_xlabel(f"{styles[b].label}: test Dice (mean over {seeds} seed{'s' if seeds != 1 else ''})")
+        axis.set_ylabel(f"{styles[a].label}: test Dice (mean over {seeds} seed{'s' if seeds != 1 else ''})")
+        axis.grid(True, alpha=0.3)
+        title = f"{styles[a].label} vs {styles[b].label}: {len(rows)} test images ({rows[0]['group']})"
+        record = next(
+            (d for d in differences if d.get("model") is None and (d["a"], d["b"]) == (a, b)
+             and d["metric"] == "dice_mean" and d.get("group") == rows[0]["group"]),
+            None,
+        )  # fmt: skip
+        if record is not None:
+            title += f"\n{styles[a].label} {MINUS} {styles[b].label}: {difference_numbers(record)}"
+        axis.set_title(title, fontsize=9)
+        axis.text(0.0, -0.13, "largest disagreements (circled):\n" + "\n".join(listed), transform=axis.transAxes,
+                  va="top", fontsize=8, family="monospace")  # fmt: skip
+    fig.suptitle("Per-image test Dice, averaged over seeds (dashed: equal)")
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.86, bottom=0.27, wspace=0.3)
+    save(fig, path)
+    return names
+
+
+# ------------------------------------------------ the data DVC renders
+
+
+def _band_table(bands: Sequence[dict[str, Any]], metric: str, styles: dict[str, Style]) -> str:
+    order = list(styles)
+    rows = [
+        [r["epoch"], styles[r["model"]].label, styles[r["model"]].colour, order.index(r["model"]),
+         _group_label(r["group"], r["seeds"]), r["seeds"], r["n_seeds"], _number(r["mean"]), _number(r["low"]),
+         _number(r["high"]), _number(r["sd"])]
+        for r in bands
+        if r["metric"] == metric
+    ]  # fmt: skip
+    header = ("epoch", "model", "colour", "position", "recipe", "seeds", "n_seeds", "mean", "low", "high", "sd")
+    return csv_text(rows, header)
+
+
+def _image_table(images: Sequence[dict[str, Any]], styles: dict[str, Style], named: int) -> str:
+    pairs = image_pairs(images)
+    ends = {
+        pair: (min(min(r["a_dice"], r["b_dice"]) for r in images if (r["a"], r["b"]) == pair),
+               max(max(r["a_dice"], r["b_dice"]) for r in images if (r["a"], r["b"]) == pair))
+        for pair in pairs
+    }  # fmt: skip
+    rows = []
+    for r in images:
+        a, b = styles[r["a"]], styles[r["b"]]
+        higher = a if r["diff"] > 0 else b if r["diff"] < 0 else None
+        rows.append(
+            [f"{a.label} (y) vs {b.label} (x)", pairs.index((r["a"], r["b"])), r["image"], a.label, b.label,
+             _number(r["a_dice"]), _number(r["b_dice"]), _number(r["diff"]), r["rank"],
+             r["image"] if r["rank"] <= named else "", higher.label if higher else "equal",
+             higher.colour if higher else "#808080", r["n_seeds"], *map(_number, ends[(r["a"], r["b"])])]
+        )  # fmt: skip
+    header = ("pair", "position", "image", "a", "b", "a_dice", "b_dice", "diff", "rank", "named", "higher", "colour",
+              "n_seeds", "lowest", "highest")  # fmt: skip
+    return csv_text(rows, header)
+
+
+def plot_ids(out_dir: str | Path, root: str | Path = ".") -> list[str]:
+    """The plot ids of ``DIR/dvc.yaml``, for ``dvc plots show`` (DIR from the project root ``root``)."""
+    return [f"{_where(Path(out_dir), Path(root))}/{name}" for name in ("val_dice", "train_loss", "forest", "images")]
+
+
+def _where(out_dir: Path, root: Path) -> str:
+    try:
+        return out_dir.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:  # outside the project: DVC does not read it, but the paths still name it
+        return out_dir.resolve().as_posix()
+
+
+def _dvc_yaml(out_dir: Path, root: Path, band: str) -> str:
+    """``DIR/dvc.yaml``: a ``plots:`` section, data paths from DIR, template paths from the project root."""
+    where = _where(out_dir, root)
+    ids = plot_ids(out_dir, root)
+    template = {name: f"{where}/templates/{name}.json" for name in TEMPLATES}
+    plots = [
+        {ids[0]: {"template": template["band"], "x": "epoch", "y": {"curves_val_dice.csv": "mean"},
+                  "title": f"Validation Dice per epoch: mean over seeds, band {band}",
+                  "y_label": "validation Dice (mean per image)"}},
+        {ids[1]: {"template": template["band"], "x": "epoch", "y": {"curves_train_loss.csv": "mean"},
+                  "title": f"Training loss per epoch: mean over seeds, band {band}", "y_label": "training loss"}},
+        {ids[2]: {"template": template["forest"], "x": "diff", "y": {"forest.json": "row"},
+                  "title": "Differences over seeds and test images"}},
+        {ids[3]: {"template": template["images"], "x": "b_dice", "y": {"images.csv": "a_dice"},
+                  "title": "Per-image test Dice averaged over seeds"}},
+    ]  # fmt: skip
+    head = (
+        "# Written by python -m stages.compare --experiments --plots: a seed study's charts for DVC, shown by\n"
+        f"# dvc plots show {' '.join(ids)} -o {where}/page\n"
+    )
+    return head + json.dumps({"plots": plots}, indent=2, ensure_ascii=False) + "\n"  # JSON is YAML
+
+
+def write_study(
+    out_dir: str | Path,
+    *,
+    models: Sequence[str],
+    differences: Sequence[dict[str, Any]],
+    bands: Sequence[dict[str, Any]],
+    images: Sequence[dict[str, Any]],
+    band: str,
+    named: int = NAMED,
+    root: str | Path = ".",
+) -> list[Path]:
+    """Draw the study's three PNGs and write their data, templates and ``dvc.yaml`` to ``out_dir``.
+
+    ``differences`` are the report's (``--json``), ``bands`` and ``images`` petseg.compare.curves' rows;
+    ``band`` says what the rows' low and high are; ``root`` is the project root (DVC's template paths).
+    Returns the files written.
+    """
+    out_dir = Path(out_dir)
+    styles = model_styles(models)
+    forest = forest_rows(differences, styles)
+    written = [out_dir / name for name in PNGS]
+    plot_curves(written[0], bands, models, styles, band)
+    plot_forest(written[1], forest)
+    plot_images(written[2], images, styles, differences, named)
+    for metric in CURVES:
+        written.append(out_dir / f"curves_{metric}.csv")
+        write_text(written[-1], _band_table(bands, metric, styles))
+    written.append(out_dir / "forest.json")
+    write_json(written[-1], forest)
+    written.append(out_dir / "images.csv")
+    write_text(written[-1], _image_table(images, styles, named))
+    for name, template in TEMPLATES.items():
+        written.append(out_dir / "templates" / f"{name}.json")
+        write_json(written[-1], template)
+    written.append(out_dir / "dvc.yaml")
+    write_text(written[-1], _dvc_yaml(out_dir, Path(root), band))
+    return written
