@@ -359,24 +359,35 @@ def test_results_over_seeds_table_is_that_of_its_file():
 
 def test_results_differences_over_seeds_are_those_of_its_file():
     """The differences table: recomputed from final.json's per-image Dice with petseg.compare.stats, as
-    ``python benchmarks/recipes.py final --report`` computes it."""
+    ``python benchmarks/recipes.py final --report`` computes it (a prediction change paired by run)."""
     from petseg.compare.stats import seed_difference
 
-    found = table(RESULTS, ("model", "recipe", "difference", "95% interval", "seeds", "images", "excludes 0"))
+    records = [r for r in load("benchmarks/studies/final.json") if "per_image_dice" in r]
+    header = ("model", "recipe", "difference", "95% interval", "mde", "seeds", "images", "detectable")
+    found = table(RESULTS, header)
     problems: list[str] = []
-    for line, (model, recipe, diff, interval, seeds, images, excludes) in found.rows:
+    shown = set()
+    for line, (model, recipe, diff, interval, mde, seeds, images, detectable) in found.rows:
         training, _, prediction = recipe.rpartition(", ")
         variant, reference = f"{model} {training}", f"{model} report 2"
-        table_, base = final_runs(variant, "test", prediction), final_runs(reference, "test", "plain")
-        d = seed_difference(table_, base, same_runs=variant == reference and table_.shape == base.shape)
+        shown.add((variant, prediction))
+        runs, base = final_runs(variant, "test", prediction), final_runs(reference, "test", "plain")
+        d = seed_difference(runs, base, same_runs=variant == reference and runs.shape == base.shape)
         where, what = found.where(line), f"{variant}, {prediction} (benchmarks/studies/final.json)"
         check_cell(problems, where, what + ", difference", diff, [d.diff])
         check_cell(problems, where, what + ", interval", interval, [d.low, d.high])
+        check_cell(problems, where, what + ", mde", mde, [d.mde])
         check_cell(problems, where, what + ", seeds", seeds, [d.n_seeds_a, d.n_seeds_b])
         check_cell(problems, where, what + ", images", images, [d.n_images])
-        verdict = "yes" if d.excludes_zero and d.includes_training_noise else "no"
-        if excludes != verdict:
-            problems.append(f"{where}: {what}: 'excludes 0' is {excludes!r}, recomputed {verdict!r}")
+        if detectable != ("yes" if d.detectable else "no"):
+            problems.append(f"{where}: {what}: detectable is {detectable!r}, recomputed {d.detectable}")
+    compared = {
+        (r["variant"], p)
+        for r in records
+        if any(q["variant"] == f"{r['model']} report 2" for q in records)
+        for p in r["per_image_dice"]["test"]
+    } - {(f"{r['model']} report 2", "plain") for r in records}
+    assert shown == compared, f"in final.json but not in RESULTS.md's differences: {sorted(compared - shown)}"
     report(problems)
 
 
