@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import special, stats
 
 RESAMPLES = 10_000
 CONFIDENCE = 0.95
@@ -343,17 +343,11 @@ def probability_of_improvement(
         return point, point, point
     t_value = mean / spread * scale
 
-    def below(nc: float) -> float:  # P(T <= t_value), T ~ noncentral t(df, nc): falls from 1 to 0 as nc grows
-        found = float(stats.nct.cdf(t_value, df, nc))
-        return found if math.isfinite(found) else float(nc < t_value)  # scipy's NaN far out in a tail
-
-    def noncentrality(tail: float) -> float:  # where below(nc) = tail, within +-LIMIT of t (beyond: P is 0 or 1)
-        low, high = t_value - NONCENTRALITY_LIMIT, t_value + NONCENTRALITY_LIMIT
-        if below(low) <= tail:
-            return low
-        if below(high) >= tail:
-            return high
-        return float(optimize.brentq(lambda nc: below(nc) - tail, low, high, xtol=1e-8))
+    def noncentrality(tail: float) -> float:  # where P(T <= t_value) = tail, T ~ noncentral t(df, nc)
+        found = float(special.nctdtrinc(df, tail, t_value))
+        if math.isfinite(found):
+            return min(max(found, t_value - NONCENTRALITY_LIMIT), t_value + NONCENTRALITY_LIMIT)
+        return t_value + (NONCENTRALITY_LIMIT if tail < 0.5 else -NONCENTRALITY_LIMIT)  # far out: P is 0 or 1
 
     tail = (1 - confidence) / 2
     to_probability = [float(stats.norm.cdf(noncentrality(q) / scale * to_p)) for q in (0.5, 1 - tail, tail)]
