@@ -6,15 +6,12 @@ the checkpoint and the pixels, whatever trained the model. A pixel is pet when
 its probability sigmoid(logit) exceeds the threshold. With flip test-time
 augmentation (``tta``) the probability map is the average of the maps of the
 image and of its horizontal flip (flipped back), thresholded afterwards.
-With ``scales`` other than 1 (multi-scale test-time augmentation) the image is
-also resized by each factor (bilinear, antialiased when shrinking), and each
-map is resized back before the maps are averaged.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,21 +28,13 @@ CHANNELS_LAST = ("cpu", "cuda")  # where channels_last is fast (and right); MPS 
 class Predictor:
     """A checkpoint's model ready to predict on one device: eval mode, channels_last where that is fast."""
 
-    def __init__(
-        self,
-        checkpoint_path: str | Path,
-        device: str | torch.device = "auto",
-        *,
-        tta: bool = False,
-        scales: Sequence[float] = (1.0,),
-    ):
+    def __init__(self, checkpoint_path: str | Path, device: str | torch.device = "auto", *, tta: bool = False):
         self.device = device if isinstance(device, torch.device) else resolve_device(device, param="--device")
         self.model, self.checkpoint = load_model(checkpoint_path, self.device)
         if self.device.type in CHANNELS_LAST:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.path = Path(checkpoint_path)
         self.tta = tta
-        self.scales = tuple(scales)
 
     @property
     def image_size(self) -> int:
@@ -55,7 +44,7 @@ class Predictor:
         """Pet probabilities (float32 N x 1 x H x W, on the device) for uint8 N x H x W x 3 pixels."""
         images = model_input(pixels, self.device)
         with exact_float32(self.device):
-            return probabilities(self.model, images, tta=self.tta, scales=self.scales)
+            return probabilities(self.model, images, tta=self.tta)
 
     def batches(self, pixels: np.ndarray, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
         """(first index, probabilities) for consecutive batches of an N x H x W x 3 array (memmaps welcome)."""
@@ -73,33 +62,12 @@ def model_input(pixels: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def probabilities(
-    model: nn.Module, images: torch.Tensor, tta: bool = False, scales: Sequence[float] = (1.0,)
-) -> torch.Tensor:
-    """Pet probabilities (float32 N x 1 x H x W) for float images in [0, 1]; ``tta``, ``scales``: the module docstring.
-
-    A scaled side is rounded to a multiple of 32, which every registered network accepts.
-    """
-    height, width = images.shape[-2:]
-    maps = []
-    for scale in scales:
-        size = (max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32))
-        scaled = images
-        if size != (height, width):
-            antialias = size[0] < height
-            scaled = nn.functional.interpolate(images, size=size, mode="bilinear", antialias=antialias)
-        views = [scaled, scaled.flip(-1)] if tta else [scaled]
-        for index, view in enumerate(views):
-            prob = torch.sigmoid(model(view).float())
-            if index == 1:
-                prob = prob.flip(-1)
-            if size != (height, width):
-                prob = nn.functional.interpolate(prob, size=(height, width), mode="bilinear")
-            maps.append(prob)
-    result = maps[0]
-    for prob in maps[1:]:
-        result = result + prob
-    return result / len(maps) if len(maps) > 1 else result
+def probabilities(model: nn.Module, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Pet probabilities (float32 N x 1 x H x W) for float images in [0, 1]; ``tta``: the module docstring."""
+    prob = torch.sigmoid(model(images).float())
+    if tta:
+        prob = (prob + torch.sigmoid(model(images.flip(-1)).float()).flip(-1)) / 2
+    return prob
 
 
 @contextlib.contextmanager

@@ -277,29 +277,6 @@ def test_tta_averages_the_flipped_probabilities(workspace: Path) -> None:
     assert sections["unet"]["tta"] is True
 
 
-def test_multi_scale_tta_averages_the_maps_of_each_scale_resized_back() -> None:
-    torch.manual_seed(0)
-    model = build_model("unet", base_channels=4).eval()
-    with torch.no_grad():
-        model.head.weight.mul_(30)  # an untrained model's map is nearly flat: make it vary
-    smooth = ndimage.zoom(np.random.default_rng(0).random((2, 3, 8, 8)), (1, 1, 8, 8), order=3)
-    x = torch.from_numpy(smooth).float().clamp(0, 1)  # smooth: torch's antialiased shrink ~ scipy's linear zoom
-
-    def flip_averaged(images: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return ((torch.sigmoid(model(images)) + torch.sigmoid(model(images.flip(-1))).flip(-1)) / 2).numpy()
-
-    def zoom(array: np.ndarray, factor: float) -> np.ndarray:
-        return ndimage.zoom(array, (1, 1, factor, factor), order=1, grid_mode=True, mode="nearest")
-
-    full = flip_averaged(x)
-    half = zoom(flip_averaged(torch.from_numpy(zoom(x.numpy(), 0.5)).float()), 2)
-    assert np.array_equal(probabilities(model, x, tta=True, scales=(1.0,)).numpy(), full)
-    got = probabilities(model, x, tta=True, scales=(0.5, 1.0)).numpy()
-    error = np.abs(got - (full + half) / 2).mean()
-    assert error < 1e-3 and np.abs(got - full).mean() > 10 * error, (error, np.abs(got - full).mean())
-
-
 def test_missing_checkpoint_names_the_stage(workspace: Path) -> None:
     with pytest.raises(CheckpointError, match=r"resnet34_unet/best.pt.*train_resnet"):
         evaluate_models(

@@ -143,15 +143,13 @@ def evaluate_checkpoint(
     *,
     expected_model: str | None = None,
     epoch_seconds: Sequence[float] | None = None,
-    scales: Sequence[float] = (1.0,),
 ) -> ModelEvaluation:
     """Score one checkpoint on a cache split.
 
     ``epoch_seconds`` is the training run's time per epoch; None reads it from the checkpoint
-    (and from the last.pt beside it, when that belongs to the same run). ``scales``: multi-scale
-    test-time augmentation (petseg.predict), 1 alone by default.
+    (and from the last.pt beside it, when that belongs to the same run).
     """
-    predictor = Predictor(path, device, tta=config.tta, scales=scales)
+    predictor = Predictor(path, device, tta=config.tta)
     checkpoint = predictor.checkpoint
     if epoch_seconds is None:
         epoch_seconds = training_seconds(Path(path), checkpoint)
