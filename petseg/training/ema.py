@@ -6,6 +6,10 @@ average moves towards the trained weights by 1 - d_t, where the decay warms up
 as d_t = min(train.ema, (1 + t) / (10 + t)) (the warm-up of TensorFlow's and
 timm's model EMA): a short run is not dominated by the random initial weights.
 Integer buffers (batch norm's step count) are copied, not averaged.
+
+Off by default. It serves long runs (thousands of optimizer steps), where an average
+smooths the noisy end of training; the recipe study (benchmarks/RESULTS.md) found no
+gain in its 270-step runs.
 """
 
 from __future__ import annotations
