@@ -68,7 +68,7 @@ class Checkpoint:
     # train.ema > 0: ``model`` holds the averaged weights; this, the trained ones and the update count
     ema: dict[str, Any] | None = None
     signature: dict[str, Any] | None = None  # what a run must share with it to continue it: its whole params
-    petseg_version: str | None = None
+    petseg_version: str | None = None  # set by keyword in petseg.training.run: the writer, for whoever inspects it
 
     @property
     def params(self) -> dict[str, Any] | None:

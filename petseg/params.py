@@ -101,13 +101,13 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class UNetParams:
+class UNetParams:  # found by name: the registry's ModelInfo.section
     base_channels: Annotated[int, Int(min=1, max=512)] = 64
     batch_size: Annotated[int, Int(min=1)] = 16
 
 
 @dataclass(frozen=True)
-class ResNet34UNetParams:
+class ResNet34UNetParams:  # found by name: the registry's ModelInfo.section
     encoder_weights: Literal["imagenet"] | None = None
     batch_size: Annotated[int, Int(min=1)] = 32
 

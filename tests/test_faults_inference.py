@@ -24,7 +24,7 @@ from petseg.errors import DataError, OutputError
 from petseg.inference import infer_folder, raw_test_images
 from petseg.io import TEMP_MARK
 from petseg.models import build_model
-from petseg.plotting.panel import panel_size
+from petseg.plotting.panel import GAP, LABEL_HEIGHT, tile_size
 from tests.forkrun import in_child
 
 NOBODY = 65534
@@ -136,7 +136,8 @@ def test_absurd_aspect_ratios_give_masks_at_their_own_size(
     with Image.open(tmp_path / "out" / "odd_mask.png") as mask:
         assert mask.size == (width, height) and mask.mode == "L"
     with Image.open(tmp_path / "out" / "odd_panel.png") as panel:
-        assert panel.size == panel_size(width, height, with_truth=False)
+        tile_width, tile_height = tile_size(width, height)  # four tiles (no ground truth) under two text lines
+        assert panel.size == (4 * tile_width + 3 * GAP, 2 * LABEL_HEIGHT + tile_height)
 
 
 def test_outputs_never_leave_the_output_folder(checkpoint: Path, tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from petseg.errors import DataError
 from petseg.io import TEMP_MARK, left_by_dead_process, temp_prefix
 
 IMAGES_DIR = "images"
-ANNOTATIONS_DIR = "annotations"
 TRIMAPS_DIR = "annotations/trimaps"
 TRAINVAL_LIST = "annotations/trainval.txt"
 TEST_LIST = "annotations/test.txt"

@@ -17,7 +17,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # the module's lazy exports (PEP 562): Python calls it, no code does
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"petseg.evaluation.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module 'petseg.evaluation' has no attribute {name!r}")

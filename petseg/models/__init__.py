@@ -32,7 +32,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # the module's lazy exports (PEP 562): Python calls it, no code does
     if name in _LAZY:
         import importlib
 

@@ -17,7 +17,7 @@ from typing import Any
 __all__ = ["plot_all"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # the module's lazy exports (PEP 562): Python calls it, no code does
     if name == "plot_all":
         from petseg.plotting.run import plot_all
 

@@ -30,7 +30,7 @@ CURVES = {
     "loss": (("train/loss", "val/loss"), "loss"),
     "lr": (("lr",), "lr"),
 }
-TABLES = (*CURVES, "test_dice", "dice_by_breed")
+TABLES = (*CURVES, "test_dice", "dice_by_breed")  # the tables write_tables writes: what tests check it against
 
 
 def _model(style: Style) -> list[object]:

@@ -47,13 +47,6 @@ def tile_size(width: int, height: int) -> tuple[int, int]:
     return max(MIN_TILE_WIDTH, min(4 * TILE_HEIGHT, tile_width)), TILE_HEIGHT
 
 
-def panel_size(width: int, height: int, with_truth: bool) -> tuple[int, int]:
-    """(width, height) of the panel of a ``width`` x ``height`` image: 4 tiles, 5 with the ground truth."""
-    tiles = 5 if with_truth else 4
-    tile_width, tile_height = tile_size(width, height)
-    return tiles * tile_width + (tiles - 1) * GAP, 2 * LABEL_HEIGHT + tile_height
-
-
 def _fit_text(text: str, width: int) -> str:
     if FONT.getlength(text) <= width - 4:
         return text

@@ -42,7 +42,7 @@ class Up(nn.Module):
         self.up = nn.ConvTranspose2d(in_channels, up_channels, kernel_size=2, stride=2)
         self.conv = DoubleConv(up_channels + skip_channels, out_channels)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:  # nn.Module.__call__ calls it
         x = self.up(x)
         if skip is not None:
             x = torch.cat([skip, x], dim=1)
@@ -59,7 +59,7 @@ class Normalize(nn.Module):
         # there first) imports torch's reference decompositions, seconds per process.
         self.register_buffer("inv_std", torch.tensor([1.0 / s for s in std]).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # nn.Module.__call__ calls it
         return (x - self.mean) * self.inv_std
 
 
@@ -90,7 +90,7 @@ def use_centre_taps(module: nn.Module) -> int:
             and conv.dilation == (1, 1)
             and conv.padding_mode == "zeros"
         ):
-            conv.__class__ = CentreTapConv2d
+            conv.__class__ = CentreTapConv2d  # a new class in place: its forward, the same weights
             count += 1
     return count
 

@@ -60,7 +60,7 @@ class ResNet34UNet(SegmentationModel):
         self.head = nn.Conv2d(d[4], out_channels, kernel_size=1)
         use_centre_taps(self)  # layer4 and the bridge are 1 x 1 at 32 px: same function, far less CPU time
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # nn.Module.__call__ calls it
         self.check_input(x)
         s1 = self.stem(self.normalize(x))
         s2 = self.layer1(self.pool(s1))

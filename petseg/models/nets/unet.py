@@ -32,7 +32,7 @@ class UNet(SegmentationModel):
         self.up4 = Up(2 * c, c, c)
         self.head = nn.Conv2d(c, out_channels, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # nn.Module.__call__ calls it
         self.check_input(x)
         x1 = self.inc(self.normalize(x))
         x2 = self.down1(x1)
