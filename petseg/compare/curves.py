@@ -31,8 +31,6 @@ from petseg.models import model_info
 
 LOGGED = {"val_dice": "val/dice", "train_loss": "train/loss"}  # chart -> DVCLive metric
 BAND = "min\u2013max over seeds"  # what low and high are: the smallest and the largest value over seeds
-BAND_COLUMNS = ("group", "model", "metric", "epoch", "mean", "low", "high", "sd", "n_seeds", "seeds")
-IMAGE_COLUMNS = ("group", "a", "b", "image", "a_dice", "b_dice", "diff", "rank", "n_seeds")
 
 
 def log_path(model: str, metric: str) -> Path:
@@ -87,8 +85,9 @@ def _band(group: Group, model: str, chart: str, logs: list[dict[int, float]]) ->
 
 
 def band_rows(groups: Sequence[Group], models: Sequence[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """The bands of every group, model and :data:`LOGGED` metric (columns :data:`BAND_COLUMNS`), and notes on the
-    runs that logged nothing (they are left out of the band, and its seed count says so)."""
+    """The bands of every group, model and :data:`LOGGED` metric (keys group, model, metric, epoch, mean, low,
+    high, sd, n_seeds, seeds), and notes on the runs that logged nothing (they are left out of the band, and its
+    seed count says so)."""
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     for group in groups:
@@ -112,7 +111,7 @@ def band_rows(groups: Sequence[Group], models: Sequence[str]) -> tuple[list[dict
 
 def image_rows(groups: Sequence[Group], models: Sequence[str]) -> list[dict[str, Any]]:
     """Per test image of the first group: the first model's Dice and each other model's, averaged over seeds
-    (columns :data:`IMAGE_COLUMNS`); the first model minus the second first."""
+    (keys group, a, b, image, a_dice, b_dice, diff, rank, n_seeds); the first model minus the second first."""
     if not groups:
         return []
     group = groups[0]
