@@ -1,18 +1,46 @@
-"""Shared by every test module: split the CPU between pytest-xdist's workers.
+"""Shared by every test module: split the CPU between pytest-xdist's workers; the precision switch.
 
 The suite runs with one worker per CPU core plus one (``-n auto`` in pyproject.toml, and the hook
 below): the DVC tests spend much of their time waiting on the disk (checkpoints, DVC's cache), and
 the extra worker uses that time. Each worker, and every process it starts (stage scripts, dvc,
 torchrun), then gets its share of the cores as torch's thread count (at least one thread).
+
+``PETSEG_TEST_PRECISION`` (``auto``, ``fp32``, ``bf16`` or ``fp16``; unset: params.yaml's own ``auto``) sets
+``train.precision`` in the params every test starts from (tests/paramsfile.py ``default_params`` and the
+params.yaml of each copied project, tests/projectcopy.py); a test that sets ``train.precision`` itself keeps
+its own. ``train.precision: auto`` picks bf16 on a CPU with native bf16 (AMX or AVX-512 BF16) and fp32 on one
+without, so ``PETSEG_TEST_PRECISION=bf16`` runs the suite here as ``auto`` runs it on such a CPU, and shows any
+test that assumes ``auto`` means fp32. Without native bf16, bf16 is emulated and training is an order of
+magnitude slower, so run it on the modules that train, for example::
+
+    PETSEG_TEST_PRECISION=bf16 python -m pytest tests/test_training.py tests/test_distributed.py
+
+The header of pytest's report says which precision the tests ran in.
 """
 
 from __future__ import annotations
 
 import os
 
+import pytest
+
+from tests.paramsfile import PRECISION_SWITCH, PRECISIONS, forced_precision
+
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_configure(config) -> None:
+    forced = forced_precision()
+    if forced is not None and forced not in PRECISIONS:
+        raise pytest.UsageError(f"{PRECISION_SWITCH}={forced!r} is not a train.precision; use one of {PRECISIONS}")
+
+
+def pytest_report_header(config) -> str:
+    forced = forced_precision()
+    where = f"{forced} ({PRECISION_SWITCH})" if forced else "params.yaml's (auto, unless a test sets it)"
+    return f"train.precision in the tests' params: {where}"
 
 
 def pytest_xdist_auto_num_workers(config) -> int:

@@ -4,18 +4,35 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
 from petseg.params import AugmentParams, EvaluateParams, TrainParams, validate
 
 REPO = Path(__file__).resolve().parents[1]
+PRECISIONS = get_args(get_type_hints(TrainParams)["precision"])  # train.precision's values
+PRECISION_SWITCH = "PETSEG_TEST_PRECISION"  # tests/conftest.py checks its value and reports it
+
+
+def forced_precision() -> str | None:
+    """The ``train.precision`` that ``PETSEG_TEST_PRECISION`` puts in the params tests write, or None (unset)."""
+    return os.environ.get(PRECISION_SWITCH) or None
+
+
+def with_test_precision(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with the switch's ``train.precision`` (in place), where it is set."""
+    forced = forced_precision()
+    if forced is not None:
+        params["train"]["precision"] = forced
+    return params
 
 
 def default_params() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    """The repository's params.yaml, as every test starts from: ``train.precision`` as the switch sets it."""
+    return with_test_precision(yaml.safe_load((REPO / "params.yaml").read_text()))
 
 
 def with_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

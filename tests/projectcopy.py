@@ -13,7 +13,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from tests.paramsfile import REPO, with_overrides
+from tests.paramsfile import REPO, with_overrides, with_test_precision
 
 GIT_USER = ["-c", "user.email=t@example.com", "-c", "user.name=t"]
 # The tiny project of the DVC end-to-end modules: synthetic data at 32 px, one epoch, small batches.
@@ -33,7 +33,10 @@ TINY = {
 
 
 def copy_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
-    """Copy the project's files to ``root``, apply params ``overrides``, and commit them in a new git repository."""
+    """Copy the project's files to ``root``, apply params ``overrides``, and commit them in a new git repository.
+
+    ``train.precision`` is the test switch's (tests/paramsfile.py), where it is set, unless ``overrides`` sets it.
+    """
     listed = (
         subprocess.run(
             ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
@@ -46,7 +49,7 @@ def copy_project(root: Path, overrides: dict[str, Any] | None = None) -> Path:
         if source.is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
-    params = with_overrides(yaml.safe_load((root / "params.yaml").read_text()), overrides or {})
+    params = with_overrides(with_test_precision(yaml.safe_load((root / "params.yaml").read_text())), overrides or {})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
     subprocess.run(["git", *GIT_USER, "add", "-A"], cwd=root, check=True)

@@ -26,6 +26,7 @@ from petseg.checkpoint import load_checkpoint, model_from_checkpoint
 from petseg.data.cache import load_split
 from petseg.losses import get_loss
 from petseg.params import load_params
+from petseg.precision import resolve_precision
 from petseg.training import fit
 from petseg.training.batches import SplitTensors
 from petseg.training.log import EPOCH_METRICS
@@ -153,11 +154,16 @@ def test_two_processes_train_and_only_rank_0_writes(runs: Runs):
 
 
 def test_logged_validation_is_that_of_the_saved_model_on_all_of_val(runs: Runs):
-    """Exact where DDP must be exact: metrics summed over both ranks, both ranks holding rank 0's model."""
+    """Exact where DDP must be exact: metrics summed over both ranks, both ranks holding rank 0's model.
+
+    Validated again in the precision the run validated in (``train.precision: auto`` is bf16 on a CPU with
+    native bf16), which the checkpoint records.
+    """
     last = load_checkpoint(runs.root / "two" / "last.pt")
     model = model_from_checkpoint(last).eval()
     val = SplitTensors(load_split(runs.cache, "val"), torch.device("cpu"))
-    again = validate(model, val, 8, get_loss("bce+dice"))
+    precision = resolve_precision(last.signature["precision"], torch.device("cpu"))
+    again = validate(model, val, 8, get_loss("bce+dice"), precision=precision)
     assert again.images == 16
     assert again.loss == pytest.approx(last.history[-1]["val/loss"], rel=1e-5)
     assert again.dice == pytest.approx(last.history[-1]["val/dice"], abs=1e-3)  # a pixel at the threshold may flip

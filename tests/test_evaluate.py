@@ -26,7 +26,7 @@ from petseg.models import build_model
 from petseg.predict import probabilities
 from petseg.training import fit
 from tests.cachemaker import labels, write_cache
-from tests.paramsfile import evaluate_params, train_params, unet
+from tests.paramsfile import default_params, evaluate_params, train_params, unet
 
 REPO = Path(__file__).resolve().parents[1]
 EMPTY_INDEX = 3  # this test image gets an empty truth mask
@@ -34,7 +34,7 @@ EMPTY_INDEX = 3  # this test image gets an empty truth mask
 
 def write_params(path: Path, **evaluate: object) -> Path:
     """The repository's params.yaml with ``evaluate.*`` overridden."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = default_params()
     params["evaluate"].update(evaluate)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

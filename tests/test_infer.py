@@ -24,7 +24,7 @@ from petseg.inference import infer_folder, output_names, resolve_checkpoint, saf
 from petseg.plotting.panel import GAP, LABEL_HEIGHT, tile_size
 from petseg.training import fit
 from tests.cachemaker import write_cache
-from tests.paramsfile import train_params, unet
+from tests.paramsfile import default_params, train_params, unet
 
 REPO = Path(__file__).resolve().parents[1]
 SAFE_OUTPUT = re.compile(r"[\w.\-]+_(mask|panel)\.png")
@@ -275,7 +275,7 @@ def test_model_names_resolve_to_best_checkpoints(checkpoint: Path, tmp_path: Pat
 
 
 def test_stage_script_on_any_folder(checkpoint: Path, messy: Path, tmp_path: Path) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = default_params()
     params["infer"]["threshold"] = 0.3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     command = [sys.executable, str(REPO / "stages" / "infer.py"), "--params", str(tmp_path / "params.yaml"),
