@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from petseg import paths
+from petseg.compare.revisions import NotAtRevision
 from petseg.compare.runs import Group, Run
 from petseg.errors import DataError
 from petseg.io import parse_table
@@ -57,7 +58,7 @@ def _run_log(run: Run, model: str, metric: str) -> dict[int, float] | None:
     path = log_path(model, metric)
     try:
         text = run.read(path)
-    except DataError:
+    except NotAtRevision:
         return None
     source = f"{path.as_posix()} at {run.label}"
     return parse_log(text, metric.rsplit("/", 1)[-1], source, model_info(model).train_stage)

@@ -17,6 +17,10 @@ from petseg.errors import DataError
 EXPERIMENT_REFS = "refs/exps/"
 
 
+class NotAtRevision(DataError):
+    """The file is not there (at the revision, or in the workspace): a run may lack a file; a broken one is an error."""
+
+
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
@@ -61,9 +65,9 @@ def resolve(rev: str, repo: str | Path = ".") -> str:
 
 
 def read_text_at(rev: str, path: str | Path, repo: str | Path = ".") -> str:
-    """The content of ``path`` (relative to the repository root) at ``rev``; missing, a DataError naming both."""
+    """The content of ``path`` (relative to the repository root) at ``rev``; missing, a NotAtRevision naming both."""
     sha = resolve(rev, repo)
     done = _git(Path(repo), "show", f"{sha}:{Path(path).as_posix()}")
     if done.returncode != 0:
-        raise DataError(f"{path}: not found at {rev} ({sha[:7]}); was it evaluated and committed there?")
+        raise NotAtRevision(f"{path}: not found at {rev} ({sha[:7]}); was it evaluated and committed there?")
     return done.stdout

@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from petseg import paths
-from petseg.compare.revisions import read_text_at, resolve
-from petseg.compare.runs import Group, Run, group_runs, read_runs
+from petseg.compare.revisions import NotAtRevision, read_text_at, resolve
+from petseg.compare.runs import Group, Run, group_runs, lock_stages, read_runs
 from petseg.compare.seeds import COMPARED, difference_line, mean_sd, seed_report
 from petseg.compare.stats import PairedDifference, paired_difference, seed_difference
 from petseg.errors import DataError
 from petseg.evaluation.tables import PerImage, parse_per_image_csv, read_per_image_csv
-from petseg.io import parse_yaml, write_json
+from petseg.io import write_json
 from petseg.models import label, model_info
 
 log = logging.getLogger(__name__)
@@ -119,21 +119,29 @@ def _pair(here: PerImage, there: PerImage, rev: str, model: str) -> tuple[np.nda
     return here_index, np.array([position[name] for name in shared]), note
 
 
-def _lock_entry(text: str, stage: str) -> Any:
+def _lock_entry(text: str, stage: str, source: str) -> Any:
     """A stage's dvc.lock entry without its outputs (what went in: command, code and data hashes, params)."""
-    entry = dict(((parse_yaml(text, "dvc.lock") or {}).get("stages") or {}).get(stage) or {})
+    entry = dict(lock_stages(text, source).get(stage) or {})
     entry.pop("outs", None)
     return entry or None
 
 
 def _same_training(rev: str, model: str, repo: Path) -> str | None:
-    """A line saying so when the model's training stage had identical inputs here and at ``rev`` (dvc.lock)."""
+    """A line saying so when the model's training stage had identical inputs here and at ``rev`` (dvc.lock).
+
+    Nothing to say when either side has no dvc.lock; one that does not parse is a DataError naming it.
+    """
     stage = model_info(model).train_stage
+    here_lock = repo / "dvc.lock"
     try:
-        there = _lock_entry(read_text_at(rev, "dvc.lock", repo), stage)
-        here = _lock_entry((repo / "dvc.lock").read_text(encoding="utf-8"), stage)
-    except (DataError, OSError):
+        there_text = read_text_at(rev, "dvc.lock", repo)
+        here_text = here_lock.read_text(encoding="utf-8")
+    except (NotAtRevision, FileNotFoundError):
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{here_lock}: cannot read it ({exc})") from None
+    there = _lock_entry(there_text, stage, f"dvc.lock at {rev}")
+    here = _lock_entry(here_text, stage, str(here_lock))
     if here is None or here != there:
         return None
     return (

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from petseg import paths
-from petseg.compare.revisions import experiments_of, read_text_at, resolve
+from petseg.compare.revisions import NotAtRevision, experiments_of, read_text_at, resolve
 from petseg.errors import DataError
 from petseg.evaluation.tables import PerImage, parse_per_image_csv
 from petseg.io import parse_yaml
@@ -44,19 +44,38 @@ def _parse_params(text: str, source: str) -> dict[str, Any]:
     return flatten(parse_yaml(text, source) or {})
 
 
-def code_hashes(lock_text: str | None) -> str:
-    """The hashes dvc.lock records for the stages' code deps, as a key ("" without a dvc.lock)."""
-    if not lock_text:
-        return ""
-    try:
-        stages = (parse_yaml(lock_text, str(LOCK_FILE)) or {}).get("stages") or {}
-    except Exception:  # a dvc.lock that does not parse says nothing about the code
+def lock_stages(text: str, source: str) -> dict[str, dict[str, Any]]:
+    """The stages of a dvc.lock (name -> entry); one that does not parse or is not a dvc.lock: a DataError naming it."""
+    values = parse_yaml(text, source)
+    if values is None:  # an empty file: no stages locked
+        return {}
+    stages = values.get("stages", {}) if isinstance(values, dict) else None
+    if not isinstance(stages, dict) or not all(
+        isinstance(entry, dict)
+        and isinstance(entry.get("deps") or [], list)
+        and all(isinstance(dep, dict) and "path" in dep for dep in entry.get("deps") or [])
+        for entry in stages.values()
+    ):
+        raise DataError(
+            f"{source}: not a dvc.lock (a mapping of stages, each with a list of deps with paths); "
+            "restore it from git or re-run dvc repro"
+        )
+    return stages
+
+
+def code_hashes(lock_text: str | None, source: str = str(LOCK_FILE)) -> str:
+    """The hashes dvc.lock records for the stages' code deps, as a key ("" without a dvc.lock or code deps).
+
+    A dvc.lock that does not parse is a DataError naming ``source``: read as "no code", it would pool runs of
+    different code into one recipe.
+    """
+    if lock_text is None:
         return ""
     code = {
         dep["path"]: dep.get("md5") or dep.get("hash")
-        for entry in stages.values()
+        for entry in lock_stages(lock_text, source).values()
         for dep in entry.get("deps") or []
-        if str(dep.get("path", "")).split("/", 1)[0] in CODE_DIRS
+        if str(dep["path"]).split("/", 1)[0] in CODE_DIRS
     }
     return hashlib.sha1(json.dumps(code, sort_keys=True).encode()).hexdigest()[:8] if code else ""
 
@@ -91,16 +110,17 @@ def _read_run(label: str, models: Sequence[str], read: Any) -> Run | None:
         path = paths.per_image_table(model)
         try:
             text = read(path)
-        except DataError:
+        except NotAtRevision:
             continue
         tables[model] = parse_per_image_csv(text, f"{path} at {label}")
         texts.append(text)
     if not tables:
         return None
     try:
-        code = code_hashes(read(LOCK_FILE))
-    except DataError:
-        code = ""
+        lock_text = read(LOCK_FILE)
+    except NotAtRevision:  # a run without a dvc.lock: its code is not known
+        lock_text = None
+    code = code_hashes(lock_text, f"{LOCK_FILE} at {label}")
     return Run(label, _parse_params(params_text, f"params.yaml at {label}"), tables, tuple(texts), code, read)
 
 
@@ -109,7 +129,9 @@ def _workspace_reader(repo: Path) -> Any:
         try:
             return (repo / path).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise DataError(f"{path}: not found in the workspace") from None
+            raise NotAtRevision(f"{path}: not found in the workspace") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: cannot read it in the workspace ({exc})") from None
 
     return read
 
