@@ -1,10 +1,14 @@
-"""Runs read from git as DVC left them: a dvc.lock that does not parse is an error naming it.
+"""Runs read from git as DVC left them: DVC's own experiments, and a dvc.lock that does not parse.
 
-A project of a single fast stage that writes both models' per-image tables from ``train.seed``.
+petseg.compare.revisions finds experiments by DVC's refs layout (refs/exps/<baseline sha[:2]>/<rest>/<name>),
+which is no public interface of DVC: the first test checks it against ``dvc exp show --json`` on experiments
+made by the installed DVC itself (``dvc exp run``), in a project of a single fast stage that writes both
+models' per-image tables from ``train.seed``.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from dataclasses import dataclass
@@ -85,6 +89,45 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     run(root, "dvc", "exp", "run", "-q", "--queue", "-S", "train.seed=3", "-n", "queued")  # never run
     run(root, "git", "checkout", "-q", "--", ".")
     return Project(root, first, second)
+
+
+def dvc_experiments(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """What DVC's public interface lists: baseline commit -> [(name, commit sha), ...] of its finished experiments."""
+    shown = json.loads(run(root, "dvc", "exp", "show", "--json", "--all-commits"))
+    return {
+        baseline["rev"]: [
+            (exp["name"], exp["revs"][0]["rev"])
+            for exp in baseline["experiments"] or []
+            if exp["executor"] is None or exp["executor"]["state"] == "success"
+        ]
+        for baseline in shown
+        if baseline["rev"] != "workspace"
+    }
+
+
+def test_the_experiments_are_those_the_installed_dvc_lists(project: Project):
+    from petseg.compare.revisions import experiment_refs, experiments_of, read_text_at, resolve
+
+    listed = dvc_experiments(project.root)
+    assert sorted(listed) == sorted([project.first, project.second])
+    for baseline, experiments in listed.items():
+        assert sorted(experiments_of(baseline, project.root)) == sorted(experiments)
+    assert [name for name, _ in experiments_of(project.first, project.root)] == ["seed-1", "seed-2"]  # oldest first
+    # DVC's own refs (refs/exps/exec/..., refs/exps/celery/stash: the queued one) are no experiments
+    assert sorted(experiment_refs(project.root)) == ["seed-1", "seed-2"]
+    # a name two commits have: the experiment of HEAD's commit; a name only the first has: that one
+    assert resolve("seed-1", project.root) == dict(listed[project.second])["seed-1"]
+    assert resolve("seed-2", project.root) == dict(listed[project.first])["seed-2"]
+    params = yaml.safe_load(read_text_at("seed-2", "params.yaml", project.root))
+    assert params["train"]["seed"] == 2
+
+    runs = read_runs(MODELS, rev=project.first, repo=project.root, workspace=False)
+    assert [(r.label, r.seed) for r in runs] == [(project.first, 42), ("seed-1", 1), ("seed-2", 2)]
+    assert all(set(r.tables) == set(MODELS) for r in runs)
+    assert len({r.recipe() for r in runs}) == 1 and runs[0].code  # one recipe, its code read from dvc.lock
+    later = read_runs(MODELS, rev=project.second, repo=project.root, workspace=False)
+    assert [r.label for r in later] == [project.second, "seed-1"]
+    assert later[0].code != runs[0].code  # petseg/code.py changed: another recipe
 
 
 def compare(root: Path, *args: str):
