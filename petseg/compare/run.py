@@ -46,11 +46,12 @@ def single_run_line(what: str, difference: PairedDifference) -> str:
     )
 
 
-def _pair_numbers(a: PerImage, b: PerImage) -> dict[str, Any]:
-    """The paired differences of two tables of the same images, under the keys of metrics/compare.json."""
+def _pair_numbers(a: PerImage, b: PerImage, what: str) -> dict[str, Any]:
+    """The paired differences of two tables of the same images, under the keys of metrics/compare.json; logged."""
     numbers: dict[str, Any] = {}
     for score, mean_name in COMPARED:
         difference = paired_difference(a.scores[score], b.scores[score])
+        log.info("%s", single_run_line(f"{what}, {mean_name}:", difference))
         prefix = "" if score == "dice" else f"{score}_"
         numbers.update(
             {
@@ -87,15 +88,12 @@ def compare_models(
     # the means first, under short names of their own, so that `dvc exp show` can show them side by side
     report: dict[str, Any] = {f"{m}_dice_mean": float(np.mean(tables[m].scores["dice"])) for m in models}
     for i, other in enumerate(others):
-        numbers = _pair_numbers(tables[first], tables[other])
+        numbers = _pair_numbers(tables[first], tables[other], f"{label(first)} minus {label(other)}")
         if i == 0:
             report.update(numbers)
         else:
             report[f"{first}_minus_{other}"] = numbers
-        for score, mean_name in COMPARED:
-            difference = paired_difference(tables[first].scores[score], tables[other].scores[score])
-            log.info("%s", single_run_line(f"{label(first)} minus {label(other)}, {mean_name}:", difference))
-    log.info("for a verdict that includes training noise, run seeds: python stages/compare.py --experiments")
+    log.info("for a verdict that includes training noise, run seeds: python -m stages.compare --experiments")
     write_json(out, report)
     return report
 
