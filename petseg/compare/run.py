@@ -2,7 +2,7 @@
 
 - :func:`compare_models` (the compare stage): the first registered model minus
   each other one on the same test images, paired, written to ``metrics/compare.json``;
-- :func:`compare_against` (``python stages/compare.py --against REV``): each
+- :func:`compare_against` (``python -m stages.compare --against REV``): each
   model's per-image results here minus the same model's at REV;
 - :func:`compare_seeds` (``--experiments``, ``--by KEY``): recipes over seeds
   (petseg.compare.seeds).
@@ -183,7 +183,7 @@ def _seed_lines(rev: str, models: Sequence[str], repo: Path) -> list[str]:
                 difference = seed_difference(here.scores(model, score), there.scores(model, score))
                 lines.append(difference_line(f"{label(model)}, {metric}: here minus {rev} over seeds:", difference))
     if here is not None and len(here.runs) < 2:
-        lines.append("no seed runs of this recipe here: python stages/compare.py --experiments says how to make them")
+        lines.append("no seed runs of this recipe here: python -m stages.compare --experiments says how to make them")
     return lines
 
 

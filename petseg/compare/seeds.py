@@ -1,6 +1,6 @@
 """Seed studies: each recipe's mean and spread over seeds, and differences whose intervals include training noise.
 
-``python stages/compare.py --experiments`` (and ``--by KEY``) reads the runs of a
+``python -m stages.compare --experiments`` (and ``--by KEY``) reads the runs of a
 commit (petseg.compare.runs), groups them by recipe and reports, per group and
 model, the number of seeds and mean +- sd over seeds of ``dice_mean`` and
 ``boundary_iou_mean``; then the first registered model minus each other one

@@ -1,4 +1,4 @@
-"""The models' metrics side by side, a metric per row (``python stages/compare.py --table [--against REV]``).
+"""The models' metrics side by side, a metric per row (``python -m stages.compare --table [--against REV]``).
 
 ``dvc metrics show`` puts every key of every metrics file in one row per
 revision, far wider than a terminal; this transposes ``metrics/<model>.json``:

@@ -4,7 +4,7 @@
   ``name,breed,species,dice,iou,dice_ignore_border,boundary_iou`` (breed and
   species empty where the split list gives none). Floats are written with
   ``repr`` so they read back exactly. The plot stage charts it; the compare
-  stage and ``stages/compare.py --against REV`` pair its rows by name.
+  stage and ``python -m stages.compare --against REV`` pair its rows by name.
 - ``plots/evaluate/<model>_by_breed.csv``: ``breed,species,n,dice_mean,dice_median``,
   one row per breed in the official class order.
 - ``plots/evaluate/<model>_worst.npy``: the predicted masks of the ``evaluate.n_worst``
