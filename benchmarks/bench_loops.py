@@ -153,7 +153,7 @@ def measure(
     return rates, warmup
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("variant", nargs="?", choices=sorted(VARIANTS))
     parser.add_argument("--raw", type=Path, help="raw layout the reference loader decodes")
@@ -163,7 +163,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--images", type=int, default=256, help="images per epoch (the first of the split)")
     parser.add_argument("--list", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.list or args.variant is None:
         for name, changes in VARIANTS.items():
             print(f"{name}: {changes or 'petseg defaults'}")

@@ -95,7 +95,7 @@ def measure_train_efficiency(
     return {"train_images_per_s": loop, "step_images_per_s": raw, "train_efficiency_ratio": loop / raw}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
@@ -103,7 +103,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     for name in args.models:
         result = measure_train_efficiency(
             name,

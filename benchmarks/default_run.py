@@ -92,10 +92,14 @@ def update_checkout(clone: Path) -> None:
     subprocess.run(["dvc", "checkout", "--quiet", "--force"], cwd=ROOT, check=True)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update", action="store_true", help="bring the run's dvc.lock and outputs into this checkout")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="petseg-default-run-") as scratch:
         clone = Path(scratch) / "petseg"

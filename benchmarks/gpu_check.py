@@ -343,13 +343,17 @@ def interrupt(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="the same steps on the CPU at toy size")
     parser.add_argument("--quick", action="store_true", help="setup, speed, precision and resume on a smaller set")
     parser.add_argument("--skip", action="append", default=[], choices=PHASES, help="leave out a phase (repeatable)")
     parser.add_argument("--output", default=str(RESULTS))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
     if not torch.cuda.is_available() and not args.cpu_smoke:
         print("gpu_check: no CUDA device on this machine (torch.cuda.is_available() is False); nothing to check")
         return 0

@@ -32,7 +32,7 @@ REAL_COUNTS = {"n_trainval": 3680, "n_test": 3669}
 TRAIN_STAGES = {"unet": "train_unet", "resnet34_unet": "train_resnet"}
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", type=Path)
     parser.add_argument("--epochs", type=int, default=1, help="epochs measured per model")
@@ -50,6 +50,11 @@ def main() -> None:
         help="test images to evaluate (fewer is quicker; the evaluate time is scaled to the real count)",
     )
     parser.add_argument("--out", type=Path, help="the result file (default: benchmarks/preset_time_<preset>.json)")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")

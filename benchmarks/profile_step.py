@@ -44,12 +44,16 @@ def plain_convs(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet34_unet")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     torch.manual_seed(0)
     masks = (torch.rand(args.batch, 1, args.size, args.size) > 0.5).float()
     rows = []

@@ -388,7 +388,7 @@ def final_report(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=sorted(STUDY_PLANS))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
@@ -405,7 +405,11 @@ def main() -> None:
         action="store_true",
         help="score recorded runs under the prediction recipes they lack, from their kept weights (no training)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     path = STUDIES / f"{args.study}.json"
     records = json.loads(path.read_text()) if path.is_file() else []
     if not args.report:

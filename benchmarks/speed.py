@@ -203,12 +203,16 @@ def measure_eval_and_infer(
 # ------------------------------------------------------------------------------ main
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     parser.add_argument("--quick", action="store_true", help="fewer images and rounds (a smoke run, not a measurement)")
     parser.add_argument("--output", default=str(RESULTS), help="where to write the JSON results")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     WORK_DIR.mkdir(parents=True, exist_ok=True)
     quick = args.quick
     results: dict[str, Any] = {}

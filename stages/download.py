@@ -5,11 +5,13 @@ python -m stages.download        # data.source: synthetic (generated) or oxford-
 
 from __future__ import annotations
 
+import argparse
+
 from petseg import paths
 from petseg.cli import run_stage, stage_params, stage_parser
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument("--raw-dir", default=str(paths.RAW_DIR), help="where the raw layout goes (a DVC output)")
     parser.add_argument(
@@ -18,7 +20,11 @@ def main() -> None:
         help="where archives are kept so valid ones are not fetched again",
     )
     parser.add_argument("--workers", type=int, default=0, help="processes for synthetic generation (0 = one per core)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     data = stage_params(args.params).data
     from petseg.data.download import prepare_raw
 

@@ -12,12 +12,14 @@ sigmoid(logit) > evaluate.threshold, then 2|P∩G| / (|P| + |G|); both empty sco
 
 from __future__ import annotations
 
+import argparse
+
 from petseg import paths
 from petseg.cli import DEVICE_HELP, run_stage, stage_params, stage_parser
 from petseg.models import MODEL_NAMES
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument(
         "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models to evaluate (default: all)"
@@ -31,7 +33,11 @@ def main() -> None:
         "--plots", default=str(paths.EVALUATE_DIR), help="tables and worst masks (default: plots/evaluate)"
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     params = stage_params(args.params)
     from petseg.evaluation import evaluate_models
 

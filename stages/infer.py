@@ -19,7 +19,7 @@ from petseg.cli import DEVICE_HELP, run_stage, stage_params, stage_parser
 from petseg.params import POSTPROCESS
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument("--model", default=None, help="checkpoint file or model name (default: infer.model)")
     parser.add_argument(
@@ -49,6 +49,11 @@ def main() -> None:
     parser.add_argument("--raw", default=str(paths.RAW_DIR), help="raw data folder (default: data/raw/oxford-iiit-pet)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     params = stage_params(args.params)
     section = params.infer

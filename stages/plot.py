@@ -9,12 +9,14 @@ dashed, validation solid; epochs numbered from 1.
 
 from __future__ import annotations
 
+import argparse
+
 from petseg import paths
 from petseg.cli import run_stage, stage_params, stage_parser
 from petseg.models import MODEL_NAMES
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument(
         "--models", nargs="+", choices=MODEL_NAMES, default=list(MODEL_NAMES), help="models to plot (default: all)"
@@ -27,7 +29,11 @@ def main() -> None:
     )
     parser.add_argument("--cache", default=str(paths.CACHE_DIR), help="tensor cache folder (default: data/cache)")
     parser.add_argument("--out", default=str(paths.PLOTS_DIR), help="output folder (default: plots)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     stage_params(args.params)  # the plot stage reads no params, but a broken params file still stops the pipeline
     from petseg.plotting import plot_all
 

@@ -5,15 +5,21 @@ python -m stages.preprocess
 
 from __future__ import annotations
 
+import argparse
+
 from petseg import paths
 from petseg.cli import run_stage, stage_params, stage_parser
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument("--raw-dir", default=str(paths.RAW_DIR), help="the raw layout (the download stage's output)")
     parser.add_argument("--cache-dir", default=str(paths.CACHE_DIR), help="where the cache goes (a DVC output)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     params = stage_params(args.params)
     data = params.data
     from petseg.data.preprocess import preprocess

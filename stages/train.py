@@ -11,6 +11,7 @@ torchrun's launcher and trains with DistributedDataParallel (see petseg.distribu
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from petseg import paths
@@ -18,14 +19,18 @@ from petseg.cli import run_stage, stage_params, stage_parser
 from petseg.models import MODEL_NAMES
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser(__doc__)
     parser.add_argument("model", choices=MODEL_NAMES)
     parser.add_argument("--cache", default=str(paths.CACHE_DIR), help="tensor cache folder (default: data/cache)")
     parser.add_argument("--out", default=None, help="checkpoint folder (default: models/<model>)")
     parser.add_argument("--live", default=None, help="DVCLive folder (default: dvclive/<model>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     params = stage_params(args.params)
     from petseg.distributed import env_rank, relaunch_under_torchrun
 

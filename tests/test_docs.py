@@ -15,8 +15,8 @@ match).
 What is checked, per command:
 
 - ``python stages/<x>.py ...``, ``python -m stages.<x> ...``, ``python benchmarks/<x>.py ...`` and the
-  script after ``torchrun``'s own options: the script exists and its own argument parser (taken from the
-  script as it runs, stopped at ``parse_args``) accepts the arguments as shown;
+  script after ``torchrun``'s own options: the script exists and its own argument parser (its
+  ``build_parser()``, which every stage and benchmark script has) accepts the arguments as shown;
 - ``dvc ...``: DVC's own parser accepts it; ``dvc repro``, ``dvc exp run`` and ``dvc commit`` name stages
   of dvc.yaml; every ``-S key=value`` names a key of params.yaml, and params.yaml with each of its values
   (``a,b,c`` is a sweep) passes the params schema;
@@ -209,35 +209,32 @@ def file_exists(name: str) -> bool:
     return (REPO / name).exists()
 
 
-class _Parsed(BaseException):
-    """Raised in place of parse_args, carrying the script's parser (a BaseException, so no handler catches it)."""
-
-    def __init__(self, parser: argparse.ArgumentParser):
-        super().__init__()
-        self.parser = parser
-
-
 @cache
 def script_parser(script: str) -> argparse.ArgumentParser:
-    """The argument parser a script builds, taken by running it as ``__main__`` up to its ``parse_args``."""
-    source = (REPO / script).read_text(encoding="utf-8")
-    if "ArgumentParser" not in source and "stage_parser" not in source:
-        raise AssertionError(f"{script} has no argument parser to check the arguments against")
-
-    def stop(self, *args, **kwargs):
-        raise _Parsed(self)
-
-    saved = argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args, sys.argv, list(sys.path)
-    argparse.ArgumentParser.parse_args = argparse.ArgumentParser.parse_known_args = stop
-    sys.argv = [script]
-    sys.path.insert(0, str((REPO / script).parent))  # as `python <script>` has it
+    """The argument parser of a stage or benchmark script: its ``build_parser()`` (the script's main() not run)."""
+    path = REPO / script
+    saved = list(sys.path)
+    sys.path.insert(0, str(path.parent))  # as `python <script>` has it: a benchmark imports its neighbours
     try:
-        runpy.run_path(str(REPO / script), run_name="__main__")
-    except _Parsed as parsed:
-        return parsed.parser
+        namespace = runpy.run_path(str(path), run_name=f"{path.stem}_parser")
     finally:
-        argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args, sys.argv, sys.path[:] = saved
-    raise AssertionError(f"{script} finished without parsing its arguments")
+        sys.path[:] = saved
+    if not callable(namespace.get("build_parser")):
+        raise AssertionError(f"{script} has no build_parser() to check the arguments against")
+    return namespace["build_parser"]()
+
+
+SCRIPTS = sorted(
+    path.relative_to(REPO).as_posix()
+    for path in [*(REPO / "stages").glob("*.py"), *(REPO / "benchmarks").glob("*.py")]
+    if "\ndef main(" in path.read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_builds_its_parser_without_running(script: str):
+    """Each stage and benchmark script with a main() has the build_parser() that docs commands are checked against."""
+    assert script_parser(script).format_usage().startswith("usage: ")
 
 
 def parse_error(parser: argparse.ArgumentParser, args: list[str]) -> str | None:
