@@ -4,6 +4,8 @@
 - data: the charts' data as one table per chart, for ``dvc plots show``;
 - gallery: the lowest-Dice test images with their predictions (matplotlib);
 - panel: one inference result per photo (Pillow, fast for thousands of images);
+- study, study_vega: a seed study's pictures and their data and templates for ``dvc plots show``
+  (``python -m stages.compare --experiments --plots DIR``);
 - figures: what the matplotlib figures share (backend, each model's style from the registry, saving);
 - run: ``plot_all``, the plot stage.
 

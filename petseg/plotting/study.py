@@ -294,7 +294,7 @@ def plot_images(
         if ties.any():
             axis.scatter(x[ties], y[ties], s=22, color="0.5", zorder=2, edgecolors="none")
         listed = []
-        for row in sorted(rows, key=lambda r: r["rank"])[:named]:
+        for row in [r for r in sorted(rows, key=lambda r: r["rank"]) if r["diff"] != 0][:named]:
             axis.scatter([row["b_dice"]], [row["a_dice"]], s=70, facecolors="none", edgecolors="black", zorder=3)
             axis.annotate(str(row["rank"]), xy=(row["b_dice"], row["a_dice"]), xytext=(5, 4),
                           textcoords="offset points", fontsize=8, fontweight="bold", zorder=3)  # fmt: skip
@@ -307,8 +307,9 @@ def plot_images(
         axis.set_xlim(low, 1.0)
         axis.set_ylim(low, 1.0)
         axis.set_aspect("equal")
-        axis.set_xlabel(f"{styles[b].label}: test Dice (mean over {seeds} seed{'s' if seeds != 1 else ''})")
-        axis.set_ylabel(f"{styles[a].label}: test Dice (mean over {seeds} seed{'s' if seeds != 1 else ''})")
+        over = f"test Dice (mean over {seeds} seed{'s' if seeds != 1 else ''})"
+        axis.set_xlabel(f"{styles[b].label}: {over}", color=styles[b].colour, fontweight="bold")
+        axis.set_ylabel(f"{styles[a].label}: {over}", color=styles[a].colour, fontweight="bold")
         axis.grid(True, alpha=0.3)
         title = f"{styles[a].label} vs {styles[b].label}: {len(rows)} test images ({rows[0]['group']})"
         record = next(
@@ -319,8 +320,9 @@ def plot_images(
         if record is not None:
             title += f"\n{styles[a].label} {MINUS} {styles[b].label}: {difference_numbers(record)}"
         axis.set_title(title, fontsize=9)
-        axis.text(0.0, -0.13, "largest disagreements (circled):\n" + "\n".join(listed), transform=axis.transAxes,
-                  va="top", fontsize=8, family="monospace")  # fmt: skip
+        listing = "\n".join(listed) or "none: equal on every image"
+        axis.text(0.0, -0.13, f"largest disagreements (circled):\n{listing}", transform=axis.transAxes, va="top",
+                  fontsize=8, family="monospace")  # fmt: skip
     fig.suptitle("Per-image test Dice, averaged over seeds (dashed: equal)")
     fig.subplots_adjust(left=0.1, right=0.97, top=0.86, bottom=0.27, wspace=0.3)
     save(fig, path)
@@ -357,7 +359,7 @@ def _image_table(images: Sequence[dict[str, Any]], styles: dict[str, Style], nam
         rows.append(
             [f"{a.label} (y) vs {b.label} (x)", pairs.index((r["a"], r["b"])), r["image"], a.label, b.label,
              _number(r["a_dice"]), _number(r["b_dice"]), _number(r["diff"]), r["rank"],
-             r["image"] if r["rank"] <= named else "", higher.label if higher else "equal",
+             r["image"] if r["rank"] <= named and r["diff"] != 0 else "", higher.label if higher else "equal",
              higher.colour if higher else "#808080", r["n_seeds"], *map(_number, ends[(r["a"], r["b"])])]
         )  # fmt: skip
     header = ("pair", "position", "image", "a", "b", "a_dice", "b_dice", "diff", "rank", "named", "higher", "colour",
