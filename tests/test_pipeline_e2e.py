@@ -1,10 +1,11 @@
 """The whole DVC pipeline, run as a user would, in a temporary copy of the project.
 
-The tests in this module share one project and run in order: a first
-``dvc repro`` (run once per session and copied to each module that needs it:
-tests/projectcopy.py), a second one that does nothing, an evaluate-only change, the
-params/metrics/plots commands and an experiment. DVC's queue has a module (and project) of its
-own, tests/test_queue_e2e.py, so the two run on different pytest-xdist workers.
+Each test starts from what it reads, made by a fixture: the first ``dvc repro`` (run once per session
+and copied to each module that needs it: tests/projectcopy.py), then, each in a copy of its own, an
+evaluate-only change committed after the first run (for the params, metrics, plots and --against
+commands) and an experiment (for ``dvc exp show`` and the README's tables). So any test, or any
+selection of them (``-k``), runs alone. DVC's queue has a module (and project) of its own,
+tests/test_queue_e2e.py, so the two run on different pytest-xdist workers.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,36 @@ def project(first_run: tuple[Path, str]) -> Path:
 def commit(project: Path, message: str) -> None:
     run(project, "git", "add", "-A")
     run(project, "git", *GIT_USER, "commit", "-qm", message)
+
+
+@dataclass
+class ThresholdChange:
+    """A copy of the first run, then evaluate.threshold 0.4 reproduced and committed on top of it."""
+
+    project: Path
+    diff: str  # dvc params diff before the repro
+    output: str  # the repro's
+    checkpoints: dict[Path, int]  # each checkpoint's mtime before the repro
+
+
+@pytest.fixture(scope="module")
+def threshold_change(tmp_path_factory) -> ThresholdChange:
+    project = reproduced_project(tmp_path_factory, "e2e-threshold")[0]
+    checkpoints = {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*.pt")}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["evaluate"]["threshold"] = 0.4
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    diff = run(project, "dvc", "params", "diff")
+    output = run(project, "dvc", "repro")
+    commit(project, "threshold 0.4")
+    return ThresholdChange(project, diff, output, checkpoints)
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> tuple[Path, str]:
+    """A copy of the first run and an experiment on it, lr-small (train.lr 3e-4); and that dvc exp run's output."""
+    project = reproduced_project(tmp_path_factory, "e2e-experiment")[0]
+    return project, run(project, "dvc", "exp", "run", "-S", "train.lr=3e-4", "-n", "lr-small")
 
 
 def test_repro_runs_every_stage_and_writes_every_output(first_run: tuple[Path, str]):
@@ -96,23 +128,16 @@ def test_second_repro_does_nothing(project: Path):
     assert "up to date" in run(project, "dvc", "status")
 
 
-def test_evaluate_param_reruns_only_evaluate_and_what_follows(project: Path):
-    checkpoints = {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*.pt")}
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["evaluate"]["threshold"] = 0.4
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    diff = run(project, "dvc", "params", "diff")
-    assert re.search(r"evaluate\.threshold\s+0\.5\s+0\.4", diff), diff
-
-    output = run(project, "dvc", "repro")
-    assert sorted(stages_run(output)) == ["compare", "evaluate", "plot"]
-    assert {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*.pt")} == checkpoints
+def test_evaluate_param_reruns_only_evaluate_and_what_follows(threshold_change: ThresholdChange):
+    change, project = threshold_change, threshold_change.project
+    assert re.search(r"evaluate\.threshold\s+0\.5\s+0\.4", change.diff), change.diff
+    assert sorted(stages_run(change.output)) == ["compare", "evaluate", "plot"]
+    assert {p: p.stat().st_mtime_ns for p in (project / "models").rglob("*.pt")} == change.checkpoints
     assert json.loads((project / "metrics/unet.json").read_text())["threshold"] == 0.4
-    commit(project, "threshold 0.4")
 
 
-def test_metrics_show_lists_both_models_and_diff_compares_commits(project: Path):
+def test_metrics_show_lists_both_models_and_diff_compares_commits(threshold_change: ThresholdChange):
+    project = threshold_change.project
     shown = json.loads(run(project, "dvc", "metrics", "show", "--json"))
     data = next(iter(shown.values()))["data"]
     for model in ("unet", "resnet34_unet"):  # one file per model, the same keys: one row each in `dvc metrics show`
@@ -123,7 +148,8 @@ def test_metrics_show_lists_both_models_and_diff_compares_commits(project: Path)
     assert "metrics/unet.json" in diff
 
 
-def test_compare_against_the_commit_before_an_evaluate_change(project: Path):
+def test_compare_against_the_commit_before_an_evaluate_change(threshold_change: ThresholdChange):
+    project = threshold_change.project
     done = subprocess.run(
         [sys.executable, "-m", "stages.compare", "--against", "HEAD~1"],
         cwd=project,
@@ -143,7 +169,8 @@ def test_compare_against_the_commit_before_an_evaluate_change(project: Path):
     assert "detectable" not in done.stdout
 
 
-def test_plots_show_and_diff_render_both_models(project: Path):
+def test_plots_show_and_diff_render_both_models(threshold_change: ThresholdChange):
+    project = threshold_change.project
     run(project, "dvc", "plots", "show", "-o", "plots_show")
     page = (project / "plots_show" / "index.html").read_text()
     for title in (
@@ -162,8 +189,8 @@ def test_plots_show_and_diff_render_both_models(project: Path):
     shutil.rmtree(project / "plots_diff")
 
 
-def test_experiment_run_with_set_param(project: Path):
-    output = run(project, "dvc", "exp", "run", "-S", "train.lr=3e-4", "-n", "lr-small")
+def test_experiment_run_with_set_param(experiment: tuple[Path, str]):
+    project, output = experiment
     assert {"train_unet", "train_resnet", "evaluate"} <= set(stages_run(output))
     assert "download" not in stages_run(output)
     shown = run(project, "dvc", "exp", "show", "--no-pager", "--csv")
@@ -199,7 +226,8 @@ README_TABLES = {
 
 
 @pytest.mark.parametrize("question", list(README_TABLES))
-def test_readme_tables_fit_a_120_column_terminal(project: Path, question: str):
+def test_readme_tables_fit_a_120_column_terminal(experiment: tuple[Path, str], question: str):
+    project = experiment[0]
     readme = (REPO / "README.md").read_text()
     command = ["dvc", "exp", "show", "--no-pager", "--only-changed", *README_TABLES[question]]
     assert " ".join(command[:5]) + " --drop '" + README_TABLES[question][1] in readme  # the README shows this command
