@@ -87,6 +87,8 @@ def difference_numbers(record: dict[str, Any]) -> str:
         text += f", MDE {record['mde']:.4f}"
     if record.get("p_improvement") is not None:
         text += f", P(improvement) {record['p_improvement']:.2f}"
+        if record.get("p_improvement_low") is not None and record.get("p_improvement_high") is not None:
+            text += f" [{record['p_improvement_low']:.2f}, {record['p_improvement_high']:.2f}]"
     if record.get("n_seeds_a") is not None:
         text += f"; {record['n_seeds_a']} vs {record['n_seeds_b']} seeds"
     return text
@@ -186,6 +188,8 @@ def plot_curves(
 
 def plot_forest(path: str | Path, rows: Sequence[dict[str, Any]]) -> list[str]:
     """One row per difference (``forest_rows``), a panel per metric; returns the rows' words in drawing order."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     ordered = sorted(rows, key=lambda r: r["order"])
     panels = list(dict.fromkeys(row["panel"] for row in ordered))
@@ -237,6 +241,7 @@ def plot_forest(path: str | Path, rows: Sequence[dict[str, Any]]) -> list[str]:
         axis.axvline(0.0, color="black", linestyle="--", linewidth=1, zorder=0)
         span = max(abs(v) for v in ends) or 0.01
         axis.set_xlim(-1.12 * span, 1.12 * span)
+        axis.xaxis.set_major_locator(MaxNLocator(nbins=6, symmetric=True))
         axis.set_ylim(len(items) - 0.5, -0.5)
         axis.set_yticks(range(len(items)), [r["row"] for r in items], fontsize=9)
         axis.set_xlabel(f"difference in {panel}", fontsize=9)
