@@ -65,6 +65,7 @@ LONG_MODULES = (
     "test_distributed.py",  # ~85
     "test_pipeline_e2e.py",  # ~230: evaluate-only change, exp run, the README's tables
     "test_queue_e2e.py",  # ~120: two queued seeds (one test: its worker takes the next module too)
+    "test_seed_study.py",  # two queued seeds, then record and report
     "test_faults_files.py",
     "test_infer.py",
     "test_seeds.py",
