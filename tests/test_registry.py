@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import inspect
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
@@ -439,6 +440,14 @@ def test_a_third_model_runs_through_the_whole_pipeline(tmp_path_factory: pytest.
     run(project, "dvc", "plots", "show", "-o", "plots_show")
     page = (project / "plots_show" / "index.html").read_text()
     assert SMALL_LABEL in page and SMALL_COLOUR in page and f"{SMALL}_worst.png" in page
+
+    # the seed study's pictures (this run: one seed) draw it too, from the registry alone
+    run(project, sys.executable, "-m", "stages.compare", "--experiments", "workspace", "--plots", "study")
+    for picture in ("curves", "forest", "images"):
+        assert colour_pixels(project / "study" / f"{picture}.png", SMALL_COLOUR) > 50, picture
+    for data in ("curves_val_dice.csv", "curves_train_loss.csv", "forest.json", "images.csv"):
+        assert SMALL_LABEL in (project / "study" / data).read_text(), data
+    shutil.rmtree(project / "study")  # its dvc.yaml would join the project's plots
 
     assert stages_run(run(project, "dvc", "repro")) == []  # the folder deps leave nothing to do
     registry = project / "petseg" / "models" / "registry.py"
