@@ -63,7 +63,8 @@ def difference_line(what: str, difference: SeedDifference) -> str:
     )
     if difference.p_improvement is not None:
         point, low, high = difference.p_improvement
-        line += f"; P(a run of the first beats one of the second) {point:.2f} [{low:.2f}, {high:.2f}]"
+        chance = "the first beats the second in a run" if difference.paired else "a run of the first beats one of the second"
+        line += f"; P({chance}) {point:.2f} [{low:.2f}, {high:.2f}]"
     return line
 
 

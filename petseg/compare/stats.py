@@ -126,6 +126,11 @@ class SeedDifference:
         return self.n_seeds_a >= 2 and self.n_seeds_b >= 2
 
     @property
+    def paired(self) -> bool:
+        """Two models of the same runs (``same_runs``): ``runs_a`` holds each run's a - b."""
+        return not self.runs_b
+
+    @property
     def se(self) -> float:
         return math.sqrt(self.spread.variance)
 
@@ -180,7 +185,7 @@ class SeedDifference:
         """P(a > b) over seeds and its 95% interval (:func:`probability_of_improvement`); None with one seed a side."""
         if not self.includes_training_noise:
             return None
-        return probability_of_improvement(self.runs_a, self.runs_b or None)
+        return probability_of_improvement(self.runs_a, None if self.paired else self.runs_b)
 
 
 def seed_difference(a: np.ndarray, b: np.ndarray, *, same_runs: bool = False) -> SeedDifference:
