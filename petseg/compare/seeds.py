@@ -63,7 +63,9 @@ def difference_line(what: str, difference: SeedDifference) -> str:
     )
     if difference.p_improvement is not None:
         point, low, high = difference.p_improvement
-        chance = "the first beats the second in a run" if difference.paired else "a run of the first beats one of the second"
+        chance = (
+            "the first beats the second in a run" if difference.paired else "a run of the first beats one of the other"
+        )
         line += f"; P({chance}) {point:.2f} [{low:.2f}, {high:.2f}]"
     return line
 
