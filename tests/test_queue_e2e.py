@@ -46,11 +46,14 @@ def project(tmp_path_factory) -> Path:
             ["dvc", "queue", "start", "-j", "2"], cwd=project, stdout=log, stderr=subprocess.STDOUT, env=dvc_env()
         )
     assert started.returncode == 0, (project / "queue-start.log").read_text()
-    deadline = time.monotonic() + 900
+    deadline, status = time.monotonic() + 900, ""
     while time.monotonic() < deadline:
-        status = run(project, "dvc", "queue", "status")
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
+        polled = subprocess.run(["dvc", "queue", "status"], cwd=project, capture_output=True, text=True, env=dvc_env())
+        # a poll may read a message the filesystem broker is still writing (a JSONDecodeError): the next one reads it
+        if polled.returncode == 0:
+            status = polled.stdout
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
         time.sleep(8)  # each `dvc queue status` costs a second or two of CPU
     run(project, "dvc", "queue", "stop", "--kill")  # idle workers too
     assert status.count("Success") >= 3 and "Failed" not in status, status
