@@ -155,15 +155,19 @@ def plot_curves(
                     epochs, low, high, facecolor=style.colour if not hatch else "none", alpha=0.2 if not hatch else 0.5,
                     edgecolor=style.colour, hatch=hatch, linewidth=0,
                 )  # fmt: skip
-                if len(epochs) == 1:  # one epoch: the band as a bar
-                    axis.vlines(epochs, low, high, color=style.colour, alpha=0.4, linewidth=8)
+                if len(epochs) == 1:  # one epoch: the band as a capped bar, the recipes side by side
+                    epochs = epochs + 0.12 * (k - (len(groups) - 1) / 2)
+                    axis.errorbar(epochs, mean, yerr=[mean - low, high - mean], fmt="none", ecolor=style.colour,
+                                  elinewidth=6, alpha=0.35, capsize=0)  # fmt: skip
                 (mean_line,) = axis.plot(
                     epochs, mean, color=style.colour, linestyle=dash, marker=marker, markersize=4, linewidth=2
                 )
                 handles.append((shade, mean_line))
                 texts.append(f"{_group_label(group, rows[0]['seeds'])}")
             labels += texts
-            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            last = max((r["epoch"] for r in bands if r["model"] == model and r["metric"] == metric), default=1)
+            axis.set_xlim(0.5, last + 0.5)
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
             axis.set_xlabel("epoch")
             axis.set_ylabel(ylabel)
             axis.grid(True, alpha=0.3)
