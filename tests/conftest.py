@@ -10,8 +10,8 @@ torchrun), then gets its share of the cores as torch's thread count (at least on
 params.yaml of each copied project, tests/projectcopy.py); a test that sets ``train.precision`` itself keeps
 its own. ``train.precision: auto`` picks bf16 on a CPU with native bf16 (AMX or AVX-512 BF16) and fp32 on one
 without, so ``PETSEG_TEST_PRECISION=bf16`` runs the suite here as ``auto`` runs it on such a CPU, and shows any
-test that assumes ``auto`` means fp32. Without native bf16, bf16 is emulated and training is an order of
-magnitude slower, so run it on the modules that train, for example::
+test that assumes ``auto`` means fp32. Without native bf16, bf16 is emulated and training is slower, so run
+it on the modules that train, for example::
 
     PETSEG_TEST_PRECISION=bf16 python -m pytest tests/test_training.py tests/test_distributed.py
 
