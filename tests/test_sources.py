@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from petseg.models import label
 
@@ -219,6 +220,38 @@ def test_readme_seed_study_output_is_that_of_its_study_file():
                     problems.append(f"README.md:{line + offset}: {printed} is not the file's {value:.6g}")
             seen_differences += 1
     assert seen_means == set(group["models"]) and seen_differences, f"{where}: no mean or difference line read"
+    report(problems)
+
+
+SEED_PROSE = re.compile(
+    r"UNet\s+\*\*(\S+) ±\s+(\S+)\*\*, ResNet34-UNet\s+\*\*(\S+) ±\s+(\S+)\*\*.*?"
+    r"([+−-]\d\.\d+)\*{0,2},?\s+(?:95% interval over seeds\s+and test images\s+)?\[([+−-]\d\.\d+),\s+([+−-]\d\.\d+)\]"
+    r".*?(?:detects|detects only)\s+(\d\.\d+) or more",
+    re.S,
+)
+
+
+@pytest.mark.parametrize(
+    "study, start",
+    [("default_seeds.json", "Over four seeds of the same recipe"), ("real_seeds.json", "**On real photos**")],
+)
+def test_readme_seed_verdicts_are_those_of_their_study_files(study, start):
+    """The README's prose verdicts: each model's mean ± sd over seeds, the difference, its interval and mde."""
+    text = README.read_text(encoding="utf-8")
+    assert f"benchmarks/studies/{study}" in text and start in text, f"README.md does not cite {study} at {start!r}"
+    paragraph = text[text.index(start) :].split("\n\n", 1)[0]
+    match = SEED_PROSE.search(paragraph)
+    assert match, f"README.md: the paragraph starting {start!r} has no verdict figures in the expected form"
+    data = load(f"benchmarks/studies/{study}")
+    (group,) = data["groups"]
+    (dice,) = [d for d in data["differences"] if d["metric"] == "dice_mean" and d["group"] == group["name"]]
+    expected = [group["models"][m]["dice_mean"][k] for m in ("unet", "resnet34_unet") for k in ("mean", "sd")]
+    expected += [dice["diff"], dice["ci95_low"], dice["ci95_high"], dice["mde"]]
+    problems = [
+        f"README.md ({start!r}): {printed} is not {study}'s {value:.6g}"
+        for printed, value in zip(match.groups(), expected)
+        if not agrees(printed, value)
+    ]
     report(problems)
 
 
