@@ -269,9 +269,7 @@ def test_a_broken_log_is_a_one_line_error_naming_the_file_and_run(tmp_path: Path
     done = study.compare("--experiments", "--plots", "out")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1, done.stderr
-    assert lines[0].startswith(
-        f"error: dvclive/{MODELS_DRAWN[0]}/plots/metrics/val/dice.tsv at HEAD: not a DVCLive"
-    )
+    assert lines[0].startswith(f"error: dvclive/{MODELS_DRAWN[0]}/plots/metrics/val/dice.tsv at HEAD: not a DVCLive")
 
 
 def test_plots_go_with_experiments(tmp_path: Path) -> None:
