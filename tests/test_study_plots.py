@@ -24,7 +24,7 @@ from ruamel.yaml import YAML
 from petseg.evaluation.tables import PerImage, write_per_image_csv
 from petseg.models import MODEL_NAMES, MODELS
 from petseg.plotting.figures import model_styles
-from petseg.plotting.study import forest_rows, verdict_words
+from petseg.plotting.forest import forest_rows, verdict_words
 from tests.paramsfile import REPO
 from tests.projectcopy import GIT_USER
 
